@@ -1,0 +1,123 @@
+"""What a method is, as far as the core is concerned, and the registry of methods by name.
+
+A method (one folder under ``pipelines/``) subclasses ``StyleMethod``: it says how it loads its heavy model
+and how it turns prepared inputs into a picture. Everything else (validation, image hygiene, seeds, the
+pipeline cache, colour preservation, metadata) is the core's job, so every method gets it the same way.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Mapping
+
+from PIL import Image
+
+from pipelines.core.errors import InvalidRequestError, MethodUnavailableError
+
+#: ``progress(done, total, description)``; called by methods as they advance.
+ProgressCallback = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class StepsSpec:
+    """How a method uses the studio's ``steps``: its default and the range the UI offers."""
+
+    default: int
+    minimum: int = 1
+    maximum: int = 100
+
+
+@dataclass(frozen=True)
+class MethodInputs:
+    """What the core hands a method: clean RGB pictures at working size and resolved parameters."""
+
+    content: Image.Image
+    style: Image.Image
+    strength: float
+    steps: int | None  # None for methods without steps
+    seed: int
+    device: str
+    dtype: str
+    extras: Mapping[str, Any]
+
+
+class StyleMethod(ABC):
+    """Base class of a method. Subclasses set the class attributes and implement ``load`` and ``run``."""
+
+    name: ClassVar[str]  # registry key, used by the CLI, the API and metadata
+    label: ClassVar[str]  # shown in the UI's method menu
+    description: ClassVar[str]  # one or two sentences for the UI and ``--help``
+    strength_mapping: ClassVar[str]  # how the studio's strength maps onto this method's knobs
+    steps: ClassVar[StepsSpec | None] = None  # None: the method has no diffusion steps
+    priority: ClassVar[int] = 0  # the default method is the highest-priority one that ``prefers`` the device
+
+    def default_weights(self) -> str:
+        """Where weights come from when the request names none (a Hub id, a path, or a label)."""
+        return "bundled"
+
+    def dtype_for(self, device: str) -> str:
+        return "float32"
+
+    def supported_devices(self) -> tuple[str, ...]:
+        """Device kinds the method can run on (``cuda`` covers ``cuda:N``)."""
+        return ("cpu", "cuda", "mps")
+
+    def run_device(self, device: str) -> str:
+        """The device the method will really use when asked for ``device`` (a CPU-only engine says cpu)."""
+        kind = device.split(":")[0]
+        if kind not in self.supported_devices():
+            raise MethodUnavailableError(
+                f"The {self.name} method cannot run on {device}; it supports {', '.join(self.supported_devices())}."
+            )
+        return device
+
+    def prefers(self, device: str) -> bool:
+        """Whether this method may be the default on ``device`` (e.g. a GPU method only where CUDA is)."""
+        return True
+
+    def check_extras(self, extras: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate method-specific options; the base accepts none."""
+        if extras:
+            raise InvalidRequestError(
+                f"The {self.name} method takes no extra options; got {', '.join(sorted(extras))}."
+            )
+        return {}
+
+    @abstractmethod
+    def load(self, weights: str, device: str, dtype: str) -> Any:
+        """Load the heavy model. Called once per (weights, device, dtype) per process, by the cache."""
+
+    @abstractmethod
+    def run(self, model: Any, inputs: MethodInputs, progress: ProgressCallback) -> Image.Image:
+        """Make the stylized picture (RGB, any size; the core brings it to the content's size)."""
+
+
+_REGISTRY: dict[str, StyleMethod] = {}
+
+
+def register_method(method: StyleMethod) -> StyleMethod:
+    """Add a method to the registry (a later registration under the same name replaces the earlier)."""
+    _REGISTRY[method.name] = method
+    return method
+
+
+def get_method(name: str) -> StyleMethod:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise MethodUnavailableError(
+            f"Unknown method {name!r}. Available: {', '.join(_REGISTRY) or 'none'}."
+        ) from None
+
+
+def method_names() -> list[str]:
+    return list(_REGISTRY)
+
+
+def default_method_name(device: str) -> str:
+    """The most capable registered method that wants to be the default on ``device``."""
+    preferred = [m for m in _REGISTRY.values() if m.prefers(device)]
+    if not preferred:
+        raise MethodUnavailableError(f"No registered style method can serve {device}.")
+    return max(preferred, key=lambda m: m.priority).name

@@ -1,0 +1,156 @@
+"""The request path every front end uses: validate → clean images → cached pipeline → method → result."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+from PIL import Image
+
+from pipelines.core.cache import PIPELINE_CACHE, PipelineCache, PipelineKey
+from pipelines.core.device import describe_device, resolve_device
+from pipelines.core.errors import InvalidRequestError
+from pipelines.core.images import DEFAULT_MAX_SIDE, ImageSource, image_digest, load_image, preserve_content_color
+from pipelines.core.method import MethodInputs, ProgressCallback, StyleMethod, default_method_name, get_method
+from pipelines.core.request import MAX_SEED, StyleRequest, check_int
+from pipelines.core.result import StyleResult
+
+logger = logging.getLogger(__name__)
+
+APP_NAME = "style-studio"
+VERSION = "0.1.0"
+
+
+def _no_progress(done: int, total: int, description: str) -> None:
+    pass
+
+
+def run(
+    request: StyleRequest,
+    *,
+    progress: ProgressCallback | None = None,
+    cache: PipelineCache = PIPELINE_CACHE,
+) -> StyleResult:
+    """Run one request through its method and return the picture with full metadata."""
+    report = progress or _no_progress
+    started = time.perf_counter()
+
+    # 1. Resolve the device, the method and its parameters (cheap checks before any decoding).
+    device = resolve_device(request.device)
+    method = get_method(request.method or default_method_name(device))
+    run_device = method.run_device(device)
+    steps = _resolve_steps(method, request.steps)
+    extras = method.check_extras(request.extras)
+    seed = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
+
+    # 2. Image hygiene: upright RGB at working size, or a clear error.
+    report(0, 1, "Reading images")
+    content = load_image(request.content, role="content", max_side=request.max_side)
+    style = load_image(request.style, role="style", max_side=request.max_side)
+    prepared = time.perf_counter()
+
+    # 3. The heavy model, once per process (a cache hit costs nothing).
+    weights = request.weights or method.default_weights()
+    dtype = method.dtype_for(run_device)
+    key = PipelineKey(method.name, weights, run_device, dtype)
+    if not cache.is_loaded(key):
+        report(0, 1, f"Loading {method.label} (first use)")
+    model, load_seconds = cache.get(key, lambda: method.load(weights, run_device, dtype))
+
+    # 4. The method itself.
+    ran = time.perf_counter()
+    inputs = MethodInputs(content, style, request.strength, steps, seed, run_device, dtype, extras)
+    image = method.run(model, inputs, report).convert("RGB")
+    if image.size != content.size:
+        image = image.resize(content.size, Image.Resampling.LANCZOS)
+    if request.preserve_color:
+        image = preserve_content_color(image, content)
+    finished = time.perf_counter()
+
+    metadata = {
+        "app": APP_NAME,
+        "version": VERSION,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "backend": "local",
+        "method": method.name,
+        "strength": request.strength,
+        "steps": steps,
+        "seed": seed,
+        "max_side": request.max_side,
+        "preserve_color": request.preserve_color,
+        "extras": extras,
+        "weights": weights,
+        "device": describe_device(run_device),
+        "dtype": dtype,
+        "content_digest": image_digest(content),
+        "style_digest": image_digest(style),
+        "size": list(image.size),
+        "timings": {
+            "prepare_s": round(prepared - started, 4),
+            "load_s": round(load_seconds, 4),
+            "run_s": round(finished - ran, 4),
+            "total_s": round(finished - started, 4),
+        },
+    }
+    logger.info(
+        "%s %dx%d strength=%.2f steps=%s seed=%d on %s in %.2f s (load %.2f s)",
+        method.name, *image.size, request.strength, steps, seed, run_device, finished - started, load_seconds,
+    )
+    return StyleResult(image, metadata)
+
+
+def _resolve_steps(method: StyleMethod, steps: int | None) -> int | None:
+    if method.steps is None:
+        return None  # the method has no steps: a value sent anyway is ignored, and recorded as null
+    if steps is None:
+        return method.steps.default
+    try:
+        return check_int("steps", steps, method.steps.minimum, method.steps.maximum)
+    except InvalidRequestError:
+        raise InvalidRequestError(
+            f"steps for {method.name} must be from {method.steps.minimum} to {method.steps.maximum}; got {steps}."
+        ) from None
+
+
+def stylize(
+    content: ImageSource,
+    style: ImageSource,
+    method: str | None = None,
+    strength: float = 0.7,
+    steps: int | None = None,
+    seed: int | None = None,
+    *,
+    max_side: int = DEFAULT_MAX_SIDE,
+    preserve_color: bool = False,
+    device: str = "auto",
+    weights: str | None = None,
+    extras: Mapping[str, Any] | None = None,
+    progress: ProgressCallback | None = None,
+) -> StyleResult:
+    """Stylize ``content`` in the style of ``style`` in one call.
+
+    >>> from pipelines import stylize
+    >>> result = stylize("photo.jpg", "painting.jpg", method="fast", strength=0.7, seed=0)
+    >>> result.image.save("out.png")          # or result.save("out.png") to keep the parameters
+    >>> result.metadata["seed"]
+
+    ``content``/``style``: paths, bytes, PIL images or arrays. See ``StyleRequest`` for every parameter.
+    """
+    request = StyleRequest(
+        content=content, style=style, method=method, strength=strength, steps=steps, seed=seed,
+        max_side=max_side, preserve_color=preserve_color, device=device, weights=weights, extras=extras or {},
+    )
+    return run(request, progress=progress)
+
+
+def request_from_metadata(metadata: Mapping[str, Any], content: ImageSource, style: ImageSource) -> StyleRequest:
+    """Rebuild the request that made a result, from its PNG metadata and the same two input images."""
+    return StyleRequest(
+        content=content, style=style, method=metadata["method"], strength=metadata["strength"],
+        steps=metadata.get("steps"), seed=metadata["seed"], max_side=metadata["max_side"],
+        preserve_color=metadata["preserve_color"], weights=metadata.get("weights"),
+        extras=metadata.get("extras") or {},
+    )
