@@ -29,16 +29,20 @@ def mps_available() -> bool:
     return bool(torch is not None and torch.backends.mps.is_available())
 
 
+def check_device_name(requested: str) -> str:
+    """Normalise a device name without probing hardware (so CPU-only engines need not import torch)."""
+    requested = (requested or "auto").strip().lower()
+    if not _DEVICE_PATTERN.match(requested):
+        raise InvalidRequestError(f"Unknown device {requested!r}: use auto, cuda, cuda:N, mps or cpu.")
+    return requested
+
+
 def resolve_device(requested: str = "auto") -> str:
     """Turn ``auto`` into the best device present, and check that an explicit choice exists.
 
     Returns ``"cuda"``/``"cuda:N"``, ``"mps"`` or ``"cpu"``.
     """
-    requested = (requested or "auto").strip().lower()
-    if not _DEVICE_PATTERN.match(requested):
-        raise InvalidRequestError(
-            f"Unknown device {requested!r}: use auto, cuda, cuda:N, mps or cpu."
-        )
+    requested = check_device_name(requested)
     if requested == "auto":
         if cuda_available():
             return "cuda"

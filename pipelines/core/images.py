@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -48,10 +49,8 @@ def load_image(
     """
     what = f"The {role} image"
     image = _open(source, what, max_pixels, max_side)
-    try:
+    with contextlib.suppress(Exception):  # a broken EXIF block should not cost the user their picture
         image = ImageOps.exif_transpose(image)
-    except Exception:  # a broken EXIF block should not cost the user their picture
-        pass
     image = to_rgb(image)
     if max_side is not None:
         image = fit_max_side(image, max_side, role=role)
@@ -86,9 +85,7 @@ def _open(source: ImageSource, what: str, max_pixels: int, max_side: int | None)
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(fp)
     except UnidentifiedImageError:
-        raise ImageInputError(
-            f"{label} is not an image this app can read. Use a {READABLE_FORMATS} file."
-        ) from None
+        raise ImageInputError(f"{label} is not an image this app can read. Use a {READABLE_FORMATS} file.") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageInputError(
             f"{label} declares an enormous size and was refused as a possible decompression bomb. "
@@ -108,8 +105,7 @@ def _open(source: ImageSource, what: str, max_pixels: int, max_side: int | None)
             image.load()
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as exc:
         raise ImageInputError(
-            f"{label} is damaged or truncated and cannot be decoded ({exc}). "
-            "Re-export it, or pick another file."
+            f"{label} is damaged or truncated and cannot be decoded ({exc}). Re-export it, or pick another file."
         ) from None
     return image
 
@@ -191,7 +187,9 @@ def fit_max_side(image: Image.Image, max_side: int, *, role: str = "input") -> I
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
         image = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
     if min(image.size) < MIN_SIDE:
-        fitted = "" if image.size == (width, height) else f", {image.width}×{image.height} after fitting to {max_side} px"
+        fitted = (
+            "" if image.size == (width, height) else f", {image.width}×{image.height} after fitting to {max_side} px"
+        )
         raise ImageInputError(
             f"The {role} image is {width}×{height} pixels{fitted}; each side needs at least {MIN_SIDE} px. "
             "Use a larger or less elongated picture (or crop it)."

@@ -8,11 +8,13 @@ pipeline cache, colour preservation, metadata) is the core's job, so every metho
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, ClassVar
 
 from PIL import Image
 
+from pipelines.core.device import resolve_device
 from pipelines.core.errors import InvalidRequestError, MethodUnavailableError
 
 #: ``progress(done, total, description)``; called by methods as they advance.
@@ -63,8 +65,9 @@ class StyleMethod(ABC):
         """Device kinds the method can run on (``cuda`` covers ``cuda:N``)."""
         return ("cpu", "cuda", "mps")
 
-    def run_device(self, device: str) -> str:
-        """The device the method will really use when asked for ``device`` (a CPU-only engine says cpu)."""
+    def run_device(self, requested: str) -> str:
+        """The device the method will really use when asked for ``requested`` (``auto`` resolved)."""
+        device = resolve_device(requested)
         kind = device.split(":")[0]
         if kind not in self.supported_devices():
             raise MethodUnavailableError(
@@ -106,9 +109,7 @@ def get_method(name: str) -> StyleMethod:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise MethodUnavailableError(
-            f"Unknown method {name!r}. Available: {', '.join(_REGISTRY) or 'none'}."
-        ) from None
+        raise MethodUnavailableError(f"Unknown method {name!r}. Available: {', '.join(_REGISTRY) or 'none'}.") from None
 
 
 def method_names() -> list[str]:

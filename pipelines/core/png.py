@@ -23,7 +23,7 @@ def encode_png(image: Image.Image, metadata: dict[str, Any]) -> bytes:
     return buffer.getvalue()
 
 
-def read_png_metadata(source: "str | os.PathLike[str] | bytes") -> dict[str, Any]:
+def read_png_metadata(source: str | os.PathLike[str] | bytes) -> dict[str, Any]:
     """The metadata a studio PNG carries; ``ImageInputError`` if the file has none."""
     fp = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
     try:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any
 
 from pipelines.core.errors import InvalidRequestError
 from pipelines.core.images import DEFAULT_MAX_SIDE, ImageSource

@@ -18,16 +18,18 @@ class StyleResult:
     """``image``: the stylized RGB picture at the content's working size.
 
     ``metadata``: method, every parameter, the seed actually used, device, dtype, input digests, timings.
+    ``content``: the cleaned content picture the method saw (same size as ``image``; for before/after views).
     """
 
     image: Image.Image
     metadata: dict[str, Any]
+    content: Image.Image | None = None
 
     def png_bytes(self) -> bytes:
         """The picture as PNG with ``metadata`` in a text chunk (see ``pipelines.read_png_metadata``)."""
         return encode_png(self.image, self.metadata)
 
-    def save(self, path: "str | os.PathLike[str]") -> Path:
+    def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the PNG atomically: a reader never sees half a file, a crash leaves the old one intact."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)

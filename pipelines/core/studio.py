@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from PIL import Image
 
@@ -39,9 +40,11 @@ def run(
     started = time.perf_counter()
 
     # 1. Resolve the device, the method and its parameters (cheap checks before any decoding).
-    device = resolve_device(request.device)
-    method = get_method(request.method or default_method_name(device))
-    run_device = method.run_device(device)
+    if request.method:
+        method = get_method(request.method)
+    else:
+        method = get_method(default_method_name(resolve_device(request.device)))
+    run_device = method.run_device(request.device)
     steps = _resolve_steps(method, request.steps)
     extras = method.check_extras(request.extras)
     seed = request.seed if request.seed is not None else secrets.randbelow(MAX_SEED + 1)
@@ -73,7 +76,7 @@ def run(
     metadata = {
         "app": APP_NAME,
         "version": VERSION,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "backend": "local",
         "method": method.name,
         "strength": request.strength,
@@ -97,9 +100,16 @@ def run(
     }
     logger.info(
         "%s %dx%d strength=%.2f steps=%s seed=%d on %s in %.2f s (load %.2f s)",
-        method.name, *image.size, request.strength, steps, seed, run_device, finished - started, load_seconds,
+        method.name,
+        *image.size,
+        request.strength,
+        steps,
+        seed,
+        run_device,
+        finished - started,
+        load_seconds,
     )
-    return StyleResult(image, metadata)
+    return StyleResult(image, metadata, content)
 
 
 def _resolve_steps(method: StyleMethod, steps: int | None) -> int | None:
@@ -140,8 +150,17 @@ def stylize(
     ``content``/``style``: paths, bytes, PIL images or arrays. See ``StyleRequest`` for every parameter.
     """
     request = StyleRequest(
-        content=content, style=style, method=method, strength=strength, steps=steps, seed=seed,
-        max_side=max_side, preserve_color=preserve_color, device=device, weights=weights, extras=extras or {},
+        content=content,
+        style=style,
+        method=method,
+        strength=strength,
+        steps=steps,
+        seed=seed,
+        max_side=max_side,
+        preserve_color=preserve_color,
+        device=device,
+        weights=weights,
+        extras=extras or {},
     )
     return run(request, progress=progress)
 
@@ -149,8 +168,14 @@ def stylize(
 def request_from_metadata(metadata: Mapping[str, Any], content: ImageSource, style: ImageSource) -> StyleRequest:
     """Rebuild the request that made a result, from its PNG metadata and the same two input images."""
     return StyleRequest(
-        content=content, style=style, method=metadata["method"], strength=metadata["strength"],
-        steps=metadata.get("steps"), seed=metadata["seed"], max_side=metadata["max_side"],
-        preserve_color=metadata["preserve_color"], weights=metadata.get("weights"),
+        content=content,
+        style=style,
+        method=metadata["method"],
+        strength=metadata["strength"],
+        steps=metadata.get("steps"),
+        seed=metadata["seed"],
+        max_side=metadata["max_side"],
+        preserve_color=metadata["preserve_color"],
+        weights=metadata.get("weights"),
         extras=metadata.get("extras") or {},
     )

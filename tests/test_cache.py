@@ -1,0 +1,126 @@
+import threading
+import time
+
+import pytest
+from conftest import gradient_image
+from PIL import Image
+
+import pipelines
+from pipelines import MethodInputs, PipelineCache, PipelineKey, StyleMethod, register_method
+from pipelines.core import method as method_module
+
+KEY = PipelineKey("m", "w", "cpu", "float32")
+
+
+def test_concurrent_first_requests_load_once():
+    cache = PipelineCache()
+    calls = []
+    start = threading.Barrier(8)
+
+    def loader():
+        calls.append(1)
+        time.sleep(0.2)  # a slow load: everyone else arrives while it runs
+        return object()
+
+    results = []
+
+    def request():
+        start.wait()
+        results.append(cache.get(KEY, loader)[0])
+
+    threads = [threading.Thread(target=request) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1
+    assert len(results) == 8 and all(r is results[0] for r in results)
+    stats = cache.stats()
+    assert stats.loads == 1 and stats.hits == 7 and stats.keys == [KEY]
+
+
+def test_second_request_reports_zero_load_time():
+    cache = PipelineCache()
+    first, seconds = cache.get(KEY, lambda: time.sleep(0.05) or "model")
+    again, seconds_again = cache.get(KEY, lambda: pytest.fail("loaded twice"))
+    assert first == again == "model" and seconds > 0 and seconds_again == 0.0
+
+
+def test_failed_load_is_not_cached_and_is_retried():
+    cache = PipelineCache()
+
+    def broken():
+        raise OSError("weights missing")
+
+    with pytest.raises(OSError):
+        cache.get(KEY, broken)
+    assert not cache.is_loaded(KEY) and cache.stats().failed_loads == 1
+    assert cache.get(KEY, lambda: "fixed")[0] == "fixed"
+
+
+def test_different_keys_load_in_parallel():
+    cache = PipelineCache()
+    other = KEY._replace(device="cuda")
+    inside = threading.Barrier(2, timeout=5)  # both loaders must be running at once to pass
+
+    def loader():
+        inside.wait()
+        return object()
+
+    threads = [threading.Thread(target=cache.get, args=(key, loader)) for key in (KEY, other)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert cache.stats().loads == 2
+
+
+def test_evict_and_clear():
+    cache = PipelineCache()
+    cache.get(KEY, object)
+    assert cache.evict(KEY) and not cache.evict(KEY)
+    cache.get(KEY, object)
+    cache.clear()
+    assert not cache.is_loaded(KEY)
+
+
+class CountingMethod(StyleMethod):
+    """A stand-in method that records how often it is loaded (the real cache path, a trivial model)."""
+
+    name = "counting-test"
+    label = "Counting (test)"
+    description = "inverts the content"
+    strength_mapping = "unused"
+    loads = 0
+
+    def load(self, weights, device, dtype):
+        type(self).loads += 1
+        time.sleep(0.1)
+        return {"weights": weights}
+
+    def run(self, model, inputs: MethodInputs, progress) -> Image.Image:
+        return Image.eval(inputs.content, lambda v: 255 - v)
+
+
+def test_requests_through_the_core_load_the_method_once_even_concurrently(monkeypatch):
+    monkeypatch.setattr(method_module, "_REGISTRY", dict(method_module._REGISTRY))  # keep the registry clean
+    register_method(CountingMethod())
+    cache = PipelineCache()
+    content, style = gradient_image(), gradient_image(seed=5)
+    results = []
+
+    def request():
+        results.append(
+            pipelines.run(pipelines.StyleRequest(content, style, method="counting-test", seed=1), cache=cache)
+        )
+
+    threads = [threading.Thread(target=request) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert CountingMethod.loads == 1
+    later = pipelines.run(pipelines.StyleRequest(content, style, method="counting-test", seed=1), cache=cache)
+    assert CountingMethod.loads == 1 and later.metadata["timings"]["load_s"] == 0.0
+    assert sum(r.metadata["timings"]["load_s"] > 0 for r in results) == 1
+    assert cache.stats().hits == 4
