@@ -1,0 +1,1 @@
+"""Benchmarks with recorded figures (see README, Performance)."""
