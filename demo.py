@@ -13,6 +13,7 @@ import argparse
 import logging
 import os
 import tempfile
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -318,6 +319,15 @@ def _upload_path(file: Any, role: str) -> str:
     return path
 
 
+def _preload(method: str | None, device: str) -> None:
+    """Load the page's default method while the server starts, so the first visitor does not wait for it."""
+    try:
+        key = pipelines.preload(method, device=device)
+        logger.info("preloaded %s on %s", key.method, key.device)
+    except Exception as exc:  # the first request will retry and show the error to the user properly
+        logger.warning("could not preload the default method: %s", exc)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Style Studio: diffusion style transfer in the browser.")
     parser.add_argument(
@@ -345,6 +355,7 @@ def main(argv: list[str] | None = None) -> None:
         app = build_demo(args.method, pipelines.resolve_device(args.device) if args.device != "auto" else "auto")
     except StudioError as exc:
         parser.exit(2, f"error: {exc}\n")
+    threading.Thread(target=_preload, args=(args.method, args.device), name="preload", daemon=True).start()
     app.launch(
         server_name=args.host,
         server_port=args.port,

@@ -23,7 +23,7 @@ from pipelines.core.method import (
 from pipelines.core.png import read_png_metadata
 from pipelines.core.request import StyleRequest
 from pipelines.core.result import StyleResult
-from pipelines.core.studio import VERSION, request_from_metadata, run, stylize
+from pipelines.core.studio import VERSION, preload, request_from_metadata, run, stylize
 from pipelines.fast import FastMethod
 
 register_method(FastMethod())
@@ -49,6 +49,7 @@ __all__ = [
     "get_method",
     "load_image",
     "method_names",
+    "preload",
     "preserve_content_color",
     "read_png_metadata",
     "register_method",

@@ -46,7 +46,15 @@ def test_upload_generate_and_see_the_result(browser, running_app, content_path, 
     page.locator("#result img").first.wait_for(timeout=60_000)
     summary = page.locator("#summary")
     summary.get_by_text("seed").wait_for(timeout=30_000)
-    assert "fast" in summary.inner_text()
-    assert page.locator("#history img").count() >= 1  # the result went into this session's history
+    first = summary.inner_text()
+    assert "fast" in first and "seed" in first
+    assert page.locator("#history img").count() == 1  # the result went into this session's history
     page.screenshot(path=str(artifacts / "app-after-generate.png"), full_page=True)
+
+    # A second picture (a new random seed), then reopen the first one from the history.
+    page.locator("#generate").click()
+    page.wait_for_function("t => document.querySelector('#summary').innerText !== t", arg=first, timeout=60_000)
+    page.locator("#history img").nth(1).wait_for(timeout=30_000)
+    page.locator("#history img").nth(1).click()  # newest first: the older result is second
+    page.wait_for_function("t => document.querySelector('#summary').innerText === t", arg=first, timeout=30_000)
     page.close()

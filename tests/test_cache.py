@@ -102,9 +102,15 @@ class CountingMethod(StyleMethod):
         return Image.eval(inputs.content, lambda v: 255 - v)
 
 
-def test_requests_through_the_core_load_the_method_once_even_concurrently(monkeypatch):
-    monkeypatch.setattr(method_module, "_REGISTRY", dict(method_module._REGISTRY))  # keep the registry clean
-    register_method(CountingMethod())
+@pytest.fixture
+def counting(monkeypatch):
+    """CountingMethod registered for one test only, its load counter at zero."""
+    monkeypatch.setattr(method_module, "_REGISTRY", dict(method_module._REGISTRY))
+    monkeypatch.setattr(CountingMethod, "loads", 0)
+    return register_method(CountingMethod())
+
+
+def test_requests_through_the_core_load_the_method_once_even_concurrently(counting):
     cache = PipelineCache()
     content, style = gradient_image(), gradient_image(seed=5)
     results = []
@@ -124,3 +130,14 @@ def test_requests_through_the_core_load_the_method_once_even_concurrently(monkey
     assert CountingMethod.loads == 1 and later.metadata["timings"]["load_s"] == 0.0
     assert sum(r.metadata["timings"]["load_s"] > 0 for r in results) == 1
     assert cache.stats().hits == 4
+
+
+def test_preload_fills_the_cache_so_the_first_request_loads_nothing(counting):
+    cache = PipelineCache()
+    key = pipelines.preload("counting-test", device="cpu", cache=cache)
+    assert cache.is_loaded(key) and CountingMethod.loads == 1
+    result = pipelines.run(
+        pipelines.StyleRequest(gradient_image(), gradient_image(seed=1), method="counting-test", device="cpu"),
+        cache=cache,
+    )
+    assert CountingMethod.loads == 1 and result.metadata["timings"]["load_s"] == 0.0

@@ -56,12 +56,11 @@ def run(
     prepared = time.perf_counter()
 
     # 3. The heavy model, once per process (a cache hit costs nothing).
-    weights = request.weights or method.default_weights()
-    dtype = method.dtype_for(run_device)
-    key = PipelineKey(method.name, weights, run_device, dtype)
+    key = _pipeline_key(method, request.weights, run_device)
     if not cache.is_loaded(key):
         report(0, 1, f"Loading {method.label} (first use)")
-    model, load_seconds = cache.get(key, lambda: method.load(weights, run_device, dtype))
+    model, load_seconds = cache.get(key, lambda: method.load(key.weights, key.device, key.dtype))
+    weights, dtype = key.weights, key.dtype
 
     # 4. The method itself.
     ran = time.perf_counter()
@@ -110,6 +109,25 @@ def run(
         load_seconds,
     )
     return StyleResult(image, metadata, content)
+
+
+def _pipeline_key(method: StyleMethod, weights: str | None, device: str) -> PipelineKey:
+    return PipelineKey(method.name, weights or method.default_weights(), device, method.dtype_for(device))
+
+
+def preload(
+    method: str | None = None,
+    *,
+    device: str = "auto",
+    weights: str | None = None,
+    cache: PipelineCache = PIPELINE_CACHE,
+) -> PipelineKey:
+    """Load a method's model into the cache now (e.g. in the background at app start), so that the first
+    request does not pay for it. Returns the cache key; raises the same errors a request would."""
+    chosen = get_method(method) if method else get_method(default_method_name(resolve_device(device)))
+    key = _pipeline_key(chosen, weights, chosen.run_device(device))
+    cache.get(key, lambda: chosen.load(key.weights, key.device, key.dtype))
+    return key
 
 
 def _resolve_steps(method: StyleMethod, steps: int | None) -> int | None:
