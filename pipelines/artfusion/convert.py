@@ -131,7 +131,7 @@ class ConvertedCheckpoint:
 # ---- configuration -----------------------------------------------------------------------------------
 
 
-def read_original_config(original_config: "str | os.PathLike[str] | dict | None") -> dict[str, Any]:
+def read_original_config(original_config: str | os.PathLike[str] | dict | None) -> dict[str, Any]:
     """The ``model.params`` level of an original config: a yaml or json file, a dict, or None (released model)."""
     if original_config is None:
         return KL16_CONTENT12
@@ -382,7 +382,7 @@ def map_state_dict(
 
 
 def convert_checkpoint(
-    state_dict: dict[str, torch.Tensor], original_config: "str | os.PathLike[str] | dict | None" = None
+    state_dict: dict[str, torch.Tensor], original_config: str | os.PathLike[str] | dict | None = None
 ) -> ConvertedCheckpoint:
     """Build our components from an original state dict. Strict: every key is used or ignored for a reason."""
     params = dict(read_original_config(original_config))

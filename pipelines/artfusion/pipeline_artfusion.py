@@ -12,8 +12,9 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import numpy as np
 import PIL.Image
@@ -64,8 +65,8 @@ class ArtFusionPipeline(DiffusionPipeline):
     @classmethod
     def from_single_file(
         cls,
-        checkpoint: "str | os.PathLike[str]",
-        original_config: "str | os.PathLike[str] | dict | None" = None,
+        checkpoint: str | os.PathLike[str],
+        original_config: str | os.PathLike[str] | dict | None = None,
         dtype: torch.dtype | None = None,
     ) -> ArtFusionPipeline:
         """Convert an original Lightning checkpoint (EMA weights, weights-only unpickling).

@@ -82,7 +82,7 @@ def _stand_in(qualified_name: str) -> type:
     return type("Inert", (InertObject,), {"qualified_name": qualified_name})
 
 
-def load_checkpoint(path: "str | os.PathLike[str]", *, what: str = "checkpoint") -> dict[str, Any]:
+def load_checkpoint(path: str | os.PathLike[str], *, what: str = "checkpoint") -> dict[str, Any]:
     """Load a torch checkpoint with the weights-only unpickler (plus inert stand-ins, see the module doc).
 
     Raises ``MethodUnavailableError`` with a message naming the file for a missing, truncated or foreign
@@ -106,7 +106,8 @@ def load_checkpoint(path: "str | os.PathLike[str]", *, what: str = "checkpoint")
             if blocked or name.split(".")[0] in _DANGEROUS_MODULES:
                 raise UnsafeCheckpointError(
                     f"The {what} {path.name} tries to call {name} while loading, which could run code on this "
-                    "machine. It was refused and nothing in it was executed. Only use checkpoints from a source you trust."
+                    "machine. It was refused and nothing in it was executed. "
+                    "Only use checkpoints from a source you trust."
                 ) from None
             stand_ins.append((_stand_in(name), name))
         except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:

@@ -206,6 +206,19 @@ def preserve_content_color(stylized: Image.Image, content: Image.Image) -> Image
     return Image.merge("YCbCr", (luma, cb, cr)).convert("RGB")
 
 
+def fade_in_style(content: Image.Image, stylized: Image.Image, strength: float, full_at: float) -> Image.Image:
+    """Below ``full_at``, cross-fade the stylized picture with the content (weight ``strength / full_at``).
+
+    Methods whose weakest setting still repaints the picture use this so that strength 0 is exactly the
+    content and the mapping stays continuous and monotone.
+    """
+    if strength >= full_at:
+        return stylized
+    if stylized.size != content.size:
+        stylized = stylized.resize(content.size, Image.Resampling.LANCZOS)
+    return Image.blend(content, stylized, strength / full_at)
+
+
 def image_digest(image: Image.Image) -> str:
     """A short content hash of the decoded pixels (so a re-saved file with the same pixels matches)."""
     digest = hashlib.sha256()

@@ -7,10 +7,12 @@ pipeline cache, colour preservation, metadata) is the core's job, so every metho
 
 from __future__ import annotations
 
+import math
+import numbers
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
 
 from PIL import Image
 
@@ -31,6 +33,46 @@ class StepsSpec:
 
 
 @dataclass(frozen=True)
+class OptionSpec:
+    """One method-specific option (``extras``). Front ends build their controls from these, so no front end
+    needs to know a method's internals."""
+
+    name: str
+    label: str
+    kind: Literal["float", "int", "choice"]
+    default: Any = None  # None: "automatic" (e.g. derived from strength)
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+    help: str = ""
+
+    def check(self, value: Any) -> Any:
+        """The value, validated and normalised; strings (from the CLI) are parsed."""
+        if value is None:
+            return None
+        if self.kind == "choice":
+            if value not in self.choices:
+                raise InvalidRequestError(f"{self.name} must be one of {', '.join(self.choices)}; got {value!r}.")
+            return value
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise InvalidRequestError(f"{self.name} must be a number; got {value!r}.") from None
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+            raise InvalidRequestError(f"{self.name} must be a finite number; got {value!r}.")
+        if self.kind == "int":
+            if float(value) != int(value):
+                raise InvalidRequestError(f"{self.name} must be a whole number; got {value}.")
+            value = int(value)
+        else:
+            value = float(value)
+        if (self.minimum is not None and value < self.minimum) or (self.maximum is not None and value > self.maximum):
+            raise InvalidRequestError(f"{self.name} must be from {self.minimum} to {self.maximum}; got {value}.")
+        return value
+
+
+@dataclass(frozen=True)
 class MethodInputs:
     """What the core hands a method: clean RGB pictures at working size and resolved parameters."""
 
@@ -42,6 +84,7 @@ class MethodInputs:
     device: str
     dtype: str
     extras: Mapping[str, Any]
+    notes: dict[str, Any] = field(default_factory=dict)  # the method records what it derived (goes to metadata)
 
 
 class StyleMethod(ABC):
@@ -53,6 +96,7 @@ class StyleMethod(ABC):
     strength_mapping: ClassVar[str]  # how the studio's strength maps onto this method's knobs
     steps: ClassVar[StepsSpec | None] = None  # None: the method has no diffusion steps
     priority: ClassVar[int] = 0  # the default method is the highest-priority one that ``prefers`` the device
+    options: ClassVar[tuple[OptionSpec, ...]] = ()  # method-specific extras
 
     def default_weights(self) -> str:
         """Where weights come from when the request names none (a Hub id, a path, or a label)."""
@@ -80,12 +124,14 @@ class StyleMethod(ABC):
         return True
 
     def check_extras(self, extras: Mapping[str, Any]) -> dict[str, Any]:
-        """Validate method-specific options; the base accepts none."""
-        if extras:
-            raise InvalidRequestError(
-                f"The {self.name} method takes no extra options; got {', '.join(sorted(extras))}."
-            )
-        return {}
+        """Validate method-specific options against ``options``; unset ones are left out."""
+        specs = {spec.name: spec for spec in self.options}
+        unknown = sorted(set(extras) - set(specs))
+        if unknown:
+            known = ", ".join(specs) or "none"
+            raise InvalidRequestError(f"The {self.name} method has no option {', '.join(unknown)} (options: {known}).")
+        checked = {name: specs[name].check(value) for name, value in extras.items()}
+        return {name: value for name, value in checked.items() if value is not None}
 
     @abstractmethod
     def load(self, weights: str, device: str, dtype: str) -> Any:

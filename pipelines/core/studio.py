@@ -84,6 +84,7 @@ def run(
         "max_side": request.max_side,
         "preserve_color": request.preserve_color,
         "extras": extras,
+        "derived": inputs.notes,
         "weights": weights,
         "device": describe_device(run_device),
         "dtype": dtype,

@@ -19,6 +19,7 @@ from PIL import Image
 
 from pipelines.core.device import check_device_name
 from pipelines.core.errors import MethodUnavailableError
+from pipelines.core.images import fade_in_style
 from pipelines.core.method import MethodInputs, ProgressCallback, StyleMethod
 
 CROSSFADE_BELOW = 0.25
@@ -66,7 +67,5 @@ class FastMethod(StyleMethod):
             return content.copy()
         progress(0, 1, "Stylizing")
         stylized = model.stylize_with(content, inputs.style, strength=strength, max_size=max(content.size))
-        if strength < CROSSFADE_BELOW:
-            stylized = Image.blend(content, stylized.resize(content.size), strength / CROSSFADE_BELOW)
         progress(1, 1, "Done")
-        return stylized
+        return fade_in_style(content, stylized, strength, CROSSFADE_BELOW)
