@@ -7,12 +7,14 @@
 Front ends (``demo.py``, ``python -m pipelines``, ``modal_app.py``) only use what this module exports.
 """
 
+from pipelines.artfusion.method import ArtFusionMethod
 from pipelines.core.cache import PIPELINE_CACHE, PipelineCache, PipelineKey
 from pipelines.core.device import DEVICE_CHOICES, resolve_device
 from pipelines.core.errors import ImageInputError, InvalidRequestError, MethodUnavailableError, StudioError
 from pipelines.core.images import DEFAULT_MAX_SIDE, load_image, preserve_content_color
 from pipelines.core.method import (
     MethodInputs,
+    OptionSpec,
     StepsSpec,
     StyleMethod,
     default_method_name,
@@ -27,6 +29,7 @@ from pipelines.core.studio import VERSION, preload, request_from_metadata, run, 
 from pipelines.fast import FastMethod
 
 register_method(FastMethod())
+register_method(ArtFusionMethod())
 
 __version__ = VERSION
 __all__ = [
@@ -38,6 +41,7 @@ __all__ = [
     "InvalidRequestError",
     "MethodInputs",
     "MethodUnavailableError",
+    "OptionSpec",
     "PipelineCache",
     "PipelineKey",
     "StepsSpec",

@@ -66,7 +66,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("-v", "--verbose", action="store_true", help="log progress and show tracebacks")
 
-    commands.add_parser("methods", help="list the available methods")
+    commands.add_parser("methods", help="list the available methods and their options")
+
+    convert = commands.add_parser("convert-artfusion", help="convert an original ArtFusion .ckpt to a diffusers folder")
+    convert.add_argument("checkpoint", metavar="CKPT", help="the original Lightning checkpoint")
+    convert.add_argument("out_dir", metavar="OUT_DIR", help="where to write the diffusers folder")
+    convert.add_argument(
+        "--original-config",
+        default=None,
+        metavar="YAML_OR_JSON",
+        help="the training config, if not the released kl16_content12 architecture",
+    )
+    convert.add_argument(
+        "--push-to-hub",
+        default=None,
+        metavar="REPO",
+        help="also upload the folder to this Hub repo (created private; needs HF_TOKEN)",
+    )
 
     show = commands.add_parser("metadata", help="print the parameters stored in a result PNG")
     show.add_argument("png")
@@ -100,6 +116,31 @@ def _stylize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_options(pairs: list[str]) -> dict[str, str]:
+    options = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise pipelines.InvalidRequestError(f"--option takes NAME=VALUE, got {pair!r}.")
+        options[name.strip()] = value.strip()
+    return options
+
+
+def _convert_artfusion(args: argparse.Namespace) -> int:
+    from pipelines.artfusion.weights import convert_to_folder
+
+    folder = convert_to_folder(args.checkpoint, args.out_dir, args.original_config)
+    print(f"converted {args.checkpoint} -> {folder}")
+    if args.push_to_hub:
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+        api.create_repo(args.push_to_hub, private=True, exist_ok=True)
+        api.upload_folder(repo_id=args.push_to_hub, folder_path=str(folder))
+        print(f"uploaded to https://huggingface.co/{args.push_to_hub} (private: check the licence first)")
+    return 0
+
+
 def _methods() -> int:
     for name in pipelines.method_names():
         method = pipelines.get_method(name)
@@ -109,6 +150,8 @@ def _methods() -> int:
             else "no steps"
         )
         print(f"{name:10s} {method.label}; {steps}. {method.description}")
+        for option in method.options:
+            print(f"{'':10s}   --option {option.name}=…  {option.label}. {option.help}")
     return 0
 
 
@@ -121,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _stylize(args)
         if args.command == "methods":
             return _methods()
+        if args.command == "convert-artfusion":
+            return _convert_artfusion(args)
         print(json.dumps(pipelines.read_png_metadata(args.png), indent=2, sort_keys=True))
         return 0
     except StudioError as exc:

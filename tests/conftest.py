@@ -67,3 +67,31 @@ def running_app():
     )
     yield url
     app.close()
+
+
+SHARED = Path(os.environ.get("STYLE_STUDIO_SHARED", ROOT.parent / "shared"))
+
+
+def shared_fixtures(name: str) -> Path:
+    """A folder of ../shared/fixtures (reference data from the original implementations).
+
+    CI always has it (a copy of shared/ lies beside the checkout), so there a missing folder is a failure.
+    """
+    folder = SHARED / "fixtures" / name
+    if not folder.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"missing {folder}: set STYLE_STUDIO_SHARED to the shared/ folder")
+        pytest.skip(f"{folder} is not here (set STYLE_STUDIO_SHARED)")
+    return folder
+
+
+def relative_error(actual, reference) -> float:
+    """max|actual − reference| / max(1, rms(reference)): the fixtures' tolerance rule."""
+    actual, reference = actual.double(), reference.double()
+    return ((actual - reference).abs().max() / max(1.0, reference.pow(2).mean().sqrt().item())).item()
+
+
+@pytest.fixture(autouse=True)
+def studio_cache(tmp_path, monkeypatch):
+    """Converted weights and other studio files go to the test's temporary folder, never ~/.cache."""
+    monkeypatch.setenv("STYLE_STUDIO_CACHE", str(tmp_path / "studio-cache"))

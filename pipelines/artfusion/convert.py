@@ -176,7 +176,6 @@ def build_components(params: dict[str, Any]) -> tuple[ArtFusionUNet, Autoencoder
         raise MethodUnavailableError("Unsupported VAE: embed_dim must equal z_channels for diffusers' AutoencoderKL.")
     resolutions = [dd["resolution"] // 2**level for level in range(len(dd["ch_mult"]))]
     has_attention = [resolution in dd["attn_resolutions"] for resolution in resolutions]
-    scale = torch.tensor(params["scale_factors"], dtype=torch.float64)
     vae = AutoencoderKL(
         in_channels=dd["in_channels"],
         out_channels=dd["out_ch"],
@@ -190,7 +189,7 @@ def build_components(params: dict[str, Any]) -> tuple[ArtFusionUNet, Autoencoder
         scaling_factor=1.0,
         # ArtFusion normalises latents per channel: z' = (z − shift)·scale = (z − latents_mean) / latents_std
         latents_mean=tuple(float(v) for v in params["shift_values"]),
-        latents_std=tuple(float(v) for v in (1.0 / scale).tolist()),
+        latents_std=tuple(1.0 / float(v) for v in params["scale_factors"]),
         force_upcast=False,
     )
     scheduler = DDIMScheduler(

@@ -121,7 +121,8 @@ def load_checkpoint(path: str | os.PathLike[str], *, what: str = "checkpoint") -
 
 def _unreadable(path: Path, what: str, exc: BaseException) -> MethodUnavailableError:
     size = path.stat().st_size
+    detail = (str(exc).splitlines() or [""])[0][:160]
     return MethodUnavailableError(
         f"The {what} {path} ({size / 1e6:.1f} MB) cannot be read: it is truncated or not a PyTorch checkpoint "
-        f"({type(exc).__name__}: {str(exc).splitlines()[0][:160]}). Download it again and check its size."
+        f"({type(exc).__name__}{': ' + detail if detail else ''}). Download it again and check its size."
     )
