@@ -22,7 +22,7 @@ import gradio as gr
 from gradio import FileData
 
 import pipelines
-from pipelines import DEFAULT_MAX_SIDE, StudioError, StyleRequest, StyleResult
+from pipelines import DEFAULT_MAX_SIDE, OptionSpec, StudioError, StyleRequest, StyleResult
 from pipelines.core.request import MAX_SEED
 
 logger = logging.getLogger("style-studio")
@@ -100,8 +100,12 @@ def _summary(meta: dict[str, Any]) -> str:
     )
 
 
-def build_demo(default_method: str | None = None, device: str = "auto") -> gr.Blocks:
-    """The whole app. ``default_method`` preselects a method; ``device`` is where methods run."""
+def build_demo(
+    default_method: str | None = None, device: str = "auto", weights: dict[str, str] | None = None
+) -> gr.Blocks:
+    """The whole app. ``default_method`` preselects a method; ``device`` is where methods run; ``weights`` maps a
+    method name to its weights location (default: each method's own default source)."""
+    weights = dict(weights or {})
     if default_method is None:
         default_method = pipelines.default_method_name(pipelines.resolve_device(device))
     pipelines.get_method(default_method)  # fail at start-up, not at the first click, on a bad name
@@ -120,6 +124,7 @@ def build_demo(default_method: str | None = None, device: str = "auto") -> gr.Bl
         max_side,
         preserve_color,
         history,
+        *option_values,
         progress=gr.Progress(),
     ):
         if content is None:
@@ -139,6 +144,8 @@ def build_demo(default_method: str | None = None, device: str = "auto") -> gr.Bl
             max_side=max_side,
             preserve_color=preserve_color,
             device=device,
+            weights=weights.get(method),
+            extras=_extras_for(method, option_values),
         )
         png, before = _save(result)
         caption = f"{result.metadata['method']} · {result.metadata['strength']:.2f} · seed {result.metadata['seed']}"
@@ -172,11 +179,13 @@ def build_demo(default_method: str | None = None, device: str = "auto") -> gr.Bl
         seed: int | None = None,
         max_side: int = DEFAULT_MAX_SIDE,
         preserve_color: bool = False,
+        options: dict | None = None,
     ) -> FileData:
         """Stylize `content` in the style of `style`.
 
         Returns a PNG whose `style-studio` text chunk holds every parameter (method, strength, steps, the seed
         actually used, device, timings). `method` None picks the server's default; `seed` None draws one.
+        `options`: method-specific options, e.g. {"content_scale": 0.5, "eta": 0} for artfusion.
         """
         result = _run(
             content=_upload_path(content, "content"),
@@ -188,6 +197,8 @@ def build_demo(default_method: str | None = None, device: str = "auto") -> gr.Bl
             max_side=max_side,
             preserve_color=preserve_color,
             device=device,
+            weights=weights.get(method or default_method),
+            extras=options or {},
         )
         png, _ = _save(result)
         return FileData(path=str(png), orig_name=png.name, mime_type="image/png")
@@ -249,6 +260,7 @@ def build_demo(default_method: str | None = None, device: str = "auto") -> gr.Bl
                     precision=0,
                     value=default_steps.default if default_steps else 30,
                     label="Diffusion steps",
+                    elem_id="steps",
                     interactive=default_steps is not None,
                     info=None if default_steps else "Not used by this method (it has no diffusion steps).",
                 )
@@ -271,6 +283,14 @@ def build_demo(default_method: str | None = None, device: str = "auto") -> gr.Bl
                         label="Preserve content colours",
                         info="Take the style's brushwork and light, keep the photo's colours.",
                     )
+                    option_groups, option_inputs = {}, []
+                    for name in pipelines.method_names():
+                        specs = pipelines.get_method(name).options
+                        if not specs:
+                            continue
+                        with gr.Group(visible=name == default_method) as option_groups[name]:
+                            gr.Markdown(f"**{pipelines.get_method(name).label}**")
+                            option_inputs += [_option_control(spec) for spec in specs]
             with gr.Column(scale=5):
                 comparison = gr.ImageSlider(
                     label="Before / after",
@@ -296,9 +316,25 @@ def build_demo(default_method: str | None = None, device: str = "auto") -> gr.Bl
 
         method.change(_method_help, method, method_help, api_visibility="private")
         method.change(_steps_update, method, steps, api_visibility="private")
+        for name, group in option_groups.items():  # each method's options show only while it is selected
+            method.change(
+                lambda chosen, name=name: gr.update(visible=chosen == name), method, group, api_visibility="private"
+            )
         generate_button.click(
             generate,
-            [content, style, method, strength, steps, seed, random_seed, max_side, preserve_color, history],
+            [
+                content,
+                style,
+                method,
+                strength,
+                steps,
+                seed,
+                random_seed,
+                max_side,
+                preserve_color,
+                history,
+                *option_inputs,
+            ],
             [comparison, download, seed, summary, parameters, history, gallery],
             api_visibility="private",
             concurrency_id="stylize",
@@ -311,6 +347,34 @@ def build_demo(default_method: str | None = None, device: str = "auto") -> gr.Bl
     return demo
 
 
+def _option_control(spec: OptionSpec) -> gr.components.Component:
+    """A widget for one method option (a method declares its options; the UI never hard-codes them)."""
+    if spec.kind == "choice":
+        return gr.Radio(list(spec.choices), value=spec.default, label=spec.label, info=spec.help)
+    if spec.default is None:  # "automatic" unless set: a text box left empty (a number box would show 0)
+        return gr.Textbox("", label=spec.label, info=spec.help, placeholder=f"auto ({spec.minimum}–{spec.maximum})")
+    step = 1 if spec.kind == "int" else 0.05
+    return gr.Slider(
+        spec.minimum,
+        spec.maximum,
+        value=spec.default,
+        step=step,
+        label=spec.label,
+        info=spec.help,
+        precision=0 if spec.kind == "int" else None,
+    )
+
+
+def _extras_for(method: str, option_values: tuple) -> dict[str, Any]:
+    """The selected method's option values from the flat list of every method's option widgets."""
+    specs = [(name, spec) for name in pipelines.method_names() for spec in pipelines.get_method(name).options]
+    return {
+        spec.name: value
+        for (name, spec), value in zip(specs, option_values, strict=True)
+        if name == method and value is not None
+    }
+
+
 def _upload_path(file: Any, role: str) -> str:
     """The server-side path of an uploaded file sent as FileData (what ``gradio_client.handle_file`` makes)."""
     path = file.get("path") if isinstance(file, dict) else getattr(file, "path", None)
@@ -319,10 +383,11 @@ def _upload_path(file: Any, role: str) -> str:
     return path
 
 
-def _preload(method: str | None, device: str) -> None:
+def _preload(method: str | None, device: str, weights: dict[str, str]) -> None:
     """Load the page's default method while the server starts, so the first visitor does not wait for it."""
     try:
-        key = pipelines.preload(method, device=device)
+        method = method or pipelines.default_method_name(pipelines.resolve_device(device))
+        key = pipelines.preload(method, device=device, weights=weights.get(method))
         logger.info("preloaded %s on %s", key.method, key.device)
     except Exception as exc:  # the first request will retry and show the error to the user properly
         logger.warning("could not preload the default method: %s", exc)
@@ -349,13 +414,27 @@ def main(argv: list[str] | None = None) -> None:
         help="method selected when the page opens (default: the best this machine can run)",
     )
     parser.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cuda, cuda:N, mps or cpu")
+    parser.add_argument(
+        "--weights",
+        action="append",
+        default=[],
+        metavar="METHOD=PATH_OR_REPO",
+        help="weights for a method, e.g. artfusion=/models/artfusion_r12_step=317673.ckpt",
+    )
     args = parser.parse_args(argv)
+    weights = {}
+    for pair in args.weights:
+        name, sep, location = pair.partition("=")
+        if not sep or name not in pipelines.method_names():
+            parser.error(f"--weights takes METHOD=PATH_OR_REPO with METHOD one of {pipelines.method_names()}")
+        weights[name] = location
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        app = build_demo(args.method, pipelines.resolve_device(args.device) if args.device != "auto" else "auto")
+        device = pipelines.resolve_device(args.device) if args.device != "auto" else "auto"
+        app = build_demo(args.method, device, weights)
     except StudioError as exc:
         parser.exit(2, f"error: {exc}\n")
-    threading.Thread(target=_preload, args=(args.method, args.device), name="preload", daemon=True).start()
+    threading.Thread(target=_preload, args=(args.method, args.device, weights), name="preload", daemon=True).start()
     app.launch(
         server_name=args.host,
         server_port=args.port,

@@ -54,9 +54,13 @@ def free_port() -> int:
 @pytest.fixture(scope="session")
 def running_app():
     """The real app, launched on 127.0.0.1 once for every server test; yields its URL."""
+    from artfusion_tiny import tiny_pipeline
+
     import demo
 
-    app = demo.build_demo(device="cpu")
+    tiny_artfusion = ARTIFACTS.parent / ".pytest-tiny-artfusion"
+    tiny_pipeline().save_pretrained(tiny_artfusion)
+    app = demo.build_demo(device="cpu", weights={"artfusion": str(tiny_artfusion)})
     _, url, _ = app.launch(
         prevent_thread_lock=True,
         server_name="127.0.0.1",

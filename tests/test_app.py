@@ -19,7 +19,7 @@ def test_only_the_stylize_endpoint_is_public_with_named_parameters(client):
     api = client.view_api(return_format="dict", print_info=False)
     assert list(api["named_endpoints"]) == ["/stylize"]
     names = [p["parameter_name"] for p in api["named_endpoints"]["/stylize"]["parameters"]]
-    assert names == ["content", "style", "method", "strength", "steps", "seed", "max_side", "preserve_color"]
+    assert names == ["content", "style", "method", "strength", "steps", "seed", "max_side", "preserve_color", "options"]
 
 
 def test_a_good_request_returns_a_png_with_its_parameters(client, content_path, style_path):
@@ -77,3 +77,30 @@ def test_bad_parameters_get_clear_messages(client, content_path, style_path, par
     else:
         with pytest.raises(AppError, match=message):
             call()
+
+
+def test_artfusion_through_the_api_with_its_options(client, content_path, style_path):
+    path = client.predict(
+        content=handle_file(str(content_path)),
+        style=handle_file(str(style_path)),
+        method="artfusion",
+        strength=0.6,
+        steps=2,
+        seed=3,
+        max_side=96,
+        options={"content_scale": 0.8, "eta": 0.0},
+        api_name="/stylize",
+    )
+    meta = read_png_metadata(path)
+    assert (meta["method"], meta["steps"], meta["seed"]) == ("artfusion", 2, 3)
+    assert meta["derived"]["content_scale"] == 0.8 and meta["extras"] == {"content_scale": 0.8, "eta": 0.0}
+    with pytest.raises(AppError, match="no option banana"):
+        client.predict(
+            content=handle_file(str(content_path)),
+            style=handle_file(str(style_path)),
+            method="artfusion",
+            steps=1,
+            max_side=96,
+            options={"banana": 1},
+            api_name="/stylize",
+        )

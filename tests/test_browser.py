@@ -57,4 +57,21 @@ def test_upload_generate_and_see_the_result(browser, running_app, content_path, 
     page.locator("#history img").nth(1).wait_for(timeout=30_000)
     page.locator("#history img").nth(1).click()  # newest first: the older result is second
     page.wait_for_function("t => document.querySelector('#summary').innerText === t", arg=first, timeout=30_000)
+
+    # Switch to ArtFusion (tiny test weights): its options appear, the steps slider comes alive, it runs.
+    page.locator("#method input").click()
+    page.get_by_role("option", name="ArtFusion (diffusion, any style)").click()
+    page.get_by_text("Advanced").click()
+    page.get_by_label("Content guidance scale").wait_for(timeout=10_000)
+    page.get_by_label("Style guidance scale").fill("3.5")
+    steps = page.locator("#steps input[type=number]")
+    steps.fill("2")
+    steps.press("Enter")
+    page.locator("#generate").click()
+    page.wait_for_function("() => document.querySelector('#summary').innerText.includes('artfusion')", timeout=60_000)
+    assert "2 steps" in page.locator("#summary").inner_text()
+    page.get_by_text("Parameters", exact=True).click()
+    page.get_by_text('"style_scale": 3.5').first.wait_for(timeout=10_000)  # typed by hand
+    assert page.get_by_text('"content_scale": 0.4').count() >= 1  # left empty: derived from strength 0.7
+    page.screenshot(path=str(artifacts / "app-artfusion.png"), full_page=True)
     page.close()

@@ -47,8 +47,8 @@ class OptionSpec:
     help: str = ""
 
     def check(self, value: Any) -> Any:
-        """The value, validated and normalised; strings (from the CLI) are parsed."""
-        if value is None:
+        """The value, validated and normalised; strings (from the CLI, text boxes) are parsed; blank is unset."""
+        if value is None or (isinstance(value, str) and not value.strip()):
             return None
         if self.kind == "choice":
             if value not in self.choices:

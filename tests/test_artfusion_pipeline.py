@@ -1,0 +1,229 @@
+"""ArtFusionPipeline and the studio's artfusion method on tiny random models built here, saved with
+save_pretrained and loaded back through from_pretrained (the path users take)."""
+
+import numpy as np
+import pytest
+import torch
+from artfusion_tiny import tiny_pipeline
+from conftest import gradient_image
+
+import pipelines
+from pipelines.artfusion import ArtFusionPipeline
+from pipelines.artfusion.method import guidance_scales
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-artfusion")
+    tiny_pipeline().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pipe(saved):
+    pipe = ArtFusionPipeline.from_pretrained(saved)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def run(pipe, content, style, seed=0, **kwargs):
+    kwargs.setdefault("num_inference_steps", 3)
+    return pipe(content, style, generator=torch.Generator().manual_seed(seed), output_type="np", **kwargs).images
+
+
+def test_round_trip_through_save_and_load_gives_identical_outputs(pipe):
+    original = tiny_pipeline()  # same seed, same weights
+    original.set_progress_bar_config(disable=True)
+    content, style = gradient_image(64, 64), gradient_image(64, 96, seed=1)
+    assert np.array_equal(run(pipe, content, style), run(original, content, style))
+
+
+def test_same_seed_same_picture_other_seed_other_picture(pipe):
+    content, style = gradient_image(64, 64), gradient_image(64, 64, seed=1)
+    first, again, other = run(pipe, content, style, 7), run(pipe, content, style, 7), run(pipe, content, style, 8)
+    assert np.array_equal(first, again)
+    assert np.abs(first - other).max() > 1e-3
+
+
+@pytest.mark.parametrize(("size", "network"), [((96, 64), (96, 64)), ((100, 70), (96, 64)), ((40, 130), (32, 128))])
+def test_non_square_content_keeps_its_size_and_aspect(pipe, size, network):
+    assert pipe.network_size(*size) == network
+    out = pipe(gradient_image(*size), gradient_image(50, 50, seed=2), num_inference_steps=2, output_type="pil").images[
+        0
+    ]
+    assert out.size == size
+    latent = pipe(
+        gradient_image(*size), gradient_image(50, 50, seed=2), num_inference_steps=1, output_type="latent"
+    ).images
+    assert latent.shape == (1, 16, network[1] // 16, network[0] // 16)
+
+
+def test_valid_pil_content_is_not_resized(pipe, monkeypatch):
+    seen = []
+    real = pipe.encode_content
+    monkeypatch.setattr(pipe, "encode_content", lambda pixels: seen.append(pixels.shape) or real(pixels))
+    pipe(gradient_image(128, 64), gradient_image(40, 40), num_inference_steps=1)
+    assert seen == [torch.Size([1, 3, 64, 128])]
+
+
+def test_guidance_scales_of_one_reduce_to_the_plain_conditional_prediction(pipe):
+    content, style = gradient_image(64, 64), gradient_image(64, 64, seed=1)
+    batches, recorded = [], []
+    hook = pipe.unet.register_forward_hook(lambda module, args, output: batches.append(args[0].shape[0]))
+    try:
+        pipe(
+            content,
+            style,
+            num_inference_steps=2,
+            content_guidance_scale=1.0,
+            style_guidance_scale=1.0,
+            generator=torch.Generator().manual_seed(0),
+            callback_on_step_end=lambda p, i, t, kw: recorded.append((t, kw["noise_pred"])) or kw,
+            callback_on_step_end_tensor_inputs=["noise_pred"],
+        )
+    finally:
+        hook.remove()
+    assert batches == [1, 1]  # a single branch per step: no guidance batch at all
+    pixels = pipe._to_pixels(content, (64, 64))
+    c, s = pipe.encode_content(pixels), pipe.encode_style(pipe.prepare_style(style, 256))
+    latents = torch.randn((1, 16, 4, 4), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        plain = pipe.unet(latents, recorded[0][0], c, s).sample
+    assert torch.allclose(recorded[0][1], plain, atol=1e-6)
+
+
+def test_guidance_is_one_batched_call_per_step(pipe):
+    batches = []
+    hook = pipe.unet.register_forward_hook(lambda module, args, output: batches.append(args[0].shape[0]))
+    try:
+        pipe(
+            gradient_image(64, 64),
+            gradient_image(64, 64),
+            num_inference_steps=3,
+            content_guidance_scale=0.5,
+            style_guidance_scale=1.0,
+        )
+        pipe(gradient_image(64, 64), gradient_image(64, 64), num_inference_steps=3)
+    finally:
+        hook.remove()
+    assert batches == [2, 2, 2, 3, 3, 3]
+
+
+def test_style_vector_cache_is_hit_on_repeat(pipe):
+    style = gradient_image(80, 60, seed=9)
+    pipe._style_cache.clear()
+    calls = []
+    hook = pipe.style_encoder.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        run(pipe, gradient_image(64, 64), style)
+        run(pipe, gradient_image(64, 64, seed=4), style)  # another content, the same style
+    finally:
+        hook.remove()
+    assert len(calls) == 1 and pipe.style_cache_hits >= 1
+
+
+def test_progress_callback_fires_once_per_step_and_can_replace_latents(pipe):
+    steps = []
+
+    def callback(p, index, timestep, tensors):
+        steps.append(index)
+        return {"latents": torch.zeros_like(tensors["latents"])}
+
+    pipe(gradient_image(64, 64), gradient_image(64, 64), num_inference_steps=4, callback_on_step_end=callback)
+    assert steps == [0, 1, 2, 3]
+
+
+def test_bad_arguments_are_refused(pipe):
+    with pytest.raises(ValueError, match="latents must have shape"):
+        pipe(gradient_image(64, 64), gradient_image(64, 64), latents=torch.zeros(1, 16, 3, 3))
+    with pytest.raises(ValueError, match="eta"):
+        pipe(gradient_image(64, 64), gradient_image(64, 64), eta=2.0)
+    with pytest.raises(ValueError, match="init_noise"):
+        pipe(gradient_image(64, 64), gradient_image(64, 64), init_noise="perlin")
+    with pytest.raises(ValueError, match="style_image or style_features"):
+        pipe(gradient_image(64, 64))
+
+
+def test_output_types(pipe):
+    content, style = gradient_image(64, 32), gradient_image(32, 32)
+    as_np = run(pipe, content, style)
+    as_pt = pipe(
+        content, style, num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="pt"
+    ).images
+    assert as_np.shape == (1, 32, 64, 3) and as_pt.shape == (1, 3, 32, 64)
+    assert np.allclose(as_np, as_pt.permute(0, 2, 3, 1).numpy())
+    assert as_np.min() >= 0.0 and as_np.max() <= 1.0
+
+
+# ---- the studio method ---------------------------------------------------------------------------------
+
+
+def test_strength_mapping_is_monotone_and_documented_endpoints():
+    strengths = np.linspace(0, 1, 21)
+    content_scales, style_scales = zip(*(guidance_scales(s) for s in strengths), strict=True)
+    assert all(a > b for a, b in zip(content_scales, content_scales[1:], strict=False))
+    assert all(a < b for a, b in zip(style_scales, style_scales[1:], strict=False))
+    assert guidance_scales(0.0) == pytest.approx((2.0, 0.5)) and guidance_scales(1.0) == pytest.approx((0.25, 5.0))
+    assert guidance_scales(0.7) == pytest.approx((0.467, 2.51), abs=0.01)
+
+
+def test_studio_request_through_the_cache_with_style_cache_and_options(saved):
+    content, style = gradient_image(100, 70, seed=3), gradient_image(64, 64, seed=4)
+    seen = []
+    first = pipelines.stylize(
+        content,
+        style,
+        method="artfusion",
+        weights=str(saved),
+        strength=0.8,
+        steps=3,
+        seed=5,
+        device="cpu",
+        progress=lambda *a: seen.append(a),
+    )
+    meta = first.metadata
+    assert first.image.size == (100, 70) and meta["method"] == "artfusion" and meta["steps"] == 3
+    assert meta["derived"]["content_scale"] == pytest.approx(guidance_scales(0.8)[0], abs=1e-3)
+    assert [s[0] for s in seen if s[2].startswith("Denoising")] == [1, 2, 3]
+    again = pipelines.stylize(
+        content, style, method="artfusion", weights=str(saved), strength=0.8, steps=3, seed=5, device="cpu"
+    )
+    assert again.image.tobytes() == first.image.tobytes()
+    assert again.metadata["derived"]["style_cache_hit"] is True and again.metadata["timings"]["load_s"] == 0.0
+    manual = pipelines.stylize(
+        content,
+        style,
+        method="artfusion",
+        weights=str(saved),
+        steps=2,
+        seed=5,
+        device="cpu",
+        extras={"content_scale": 1.5, "style_scale": "3", "eta": 0.5, "init_noise": "uniform"},
+    )
+    assert manual.metadata["derived"]["content_scale"] == 1.5 and manual.metadata["extras"]["style_scale"] == 3.0
+
+
+def test_studio_strength_zero_is_the_content_and_bad_options_are_clear(saved):
+    content = gradient_image(64, 64, seed=3)
+    result = pipelines.stylize(
+        content, gradient_image(), method="artfusion", weights=str(saved), strength=0.0, steps=2, device="cpu"
+    )
+    assert result.image.tobytes() == content.tobytes()
+    with pytest.raises(pipelines.InvalidRequestError, match="no option nonsense"):
+        pipelines.stylize(content, content, method="artfusion", weights=str(saved), extras={"nonsense": 1})
+    with pytest.raises(pipelines.InvalidRequestError, match="eta must be from 0.0 to 1.0"):
+        pipelines.stylize(content, content, method="artfusion", weights=str(saved), extras={"eta": 3})
+    with pytest.raises(pipelines.InvalidRequestError, match="steps for artfusion must be from 1 to 250"):
+        pipelines.stylize(content, content, method="artfusion", weights=str(saved), steps=400)
+
+
+def test_artfusion_is_the_default_only_where_cuda_is():
+    assert pipelines.default_method_name("cuda") == "artfusion"
+    assert pipelines.default_method_name("cpu") == "fast"
+    assert pipelines.get_method("artfusion").dtype_for("cuda") == "bfloat16"
+    assert pipelines.get_method("artfusion").dtype_for("cpu") == "float32"
+
+
+def test_missing_default_weights_give_the_clear_error_through_the_studio():
+    with pytest.raises(pipelines.MethodUnavailableError, match="lagerbaer/artfusion"):
+        pipelines.stylize(gradient_image(), gradient_image(), method="artfusion", device="cpu", steps=1)
