@@ -133,6 +133,8 @@ class ArtFusionUNet(ModelMixin, ConfigMixin):
     """
 
     _supports_gradient_checkpointing = False
+    # affine GroupNorm weights stay float32 in a bf16 model (the norms are computed in float32 anyway)
+    _keep_in_fp32_modules = ["norm_in", "norm"]
 
     @register_to_config
     def __init__(
