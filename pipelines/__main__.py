@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)} or cuda:N")
     run.add_argument("--weights", default=None, help="weights location for the method (path or Hub repo id)")
     run.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a method-specific option, e.g. --option content_scale=0.5 (see `methods`)",
+    )
+    run.add_argument(
         "--replay",
         metavar="PNG",
         default=None,
@@ -104,6 +111,7 @@ def _stylize(args: argparse.Namespace) -> int:
             preserve_color=args.preserve_color,
             device=args.device,
             weights=args.weights,
+            extras=_parse_options(args.option),
         )
     result = pipelines.run(request)
     path = result.save(args.output)

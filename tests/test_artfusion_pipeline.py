@@ -227,3 +227,75 @@ def test_artfusion_is_the_default_only_where_cuda_is():
 def test_missing_default_weights_give_the_clear_error_through_the_studio():
     with pytest.raises(pipelines.MethodUnavailableError, match="lagerbaer/artfusion"):
         pipelines.stylize(gradient_image(), gradient_image(), method="artfusion", device="cpu", steps=1)
+
+
+def test_attention_uses_pytorch_sdpa(pipe):
+    processors = {type(m.attention.processor).__name__ for m in pipe.unet.modules() if hasattr(m, "attention")}
+    assert processors == {"AttnProcessor2_0"}  # torch.nn.functional.scaled_dot_product_attention
+
+
+def test_cli_stylize_with_artfusion_weights_and_options(saved, tmp_path, content_path, style_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    out = tmp_path / "artfusion.png"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines",
+            "stylize",
+            "--method",
+            "artfusion",
+            "--weights",
+            str(saved),
+            "--content",
+            str(content_path),
+            "--style",
+            str(style_path),
+            "-o",
+            str(out),
+            "--steps",
+            "2",
+            "--max-side",
+            "96",
+            "--seed",
+            "4",
+            "--option",
+            "style_scale=2.5",
+            "--option",
+            "init_noise=uniform",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    meta = pipelines.read_png_metadata(out)
+    assert meta["method"] == "artfusion" and meta["extras"] == {"style_scale": 2.5, "init_noise": "uniform"}
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines",
+            "stylize",
+            "--method",
+            "artfusion",
+            "--weights",
+            str(tmp_path / "no.ckpt"),
+            "--content",
+            str(content_path),
+            "--style",
+            str(style_path),
+            "-o",
+            str(tmp_path / "x.png"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "not found" in bad.stderr
