@@ -14,6 +14,7 @@ import os
 import pickle
 import re
 import zipfile
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -82,19 +83,23 @@ def _stand_in(qualified_name: str) -> type:
     return type("Inert", (InertObject,), {"qualified_name": qualified_name})
 
 
-def load_checkpoint(path: str | os.PathLike[str], *, what: str = "checkpoint") -> dict[str, Any]:
+def load_checkpoint(
+    path: str | os.PathLike[str], *, what: str = "checkpoint", stand_ins: Collection[str] | None = None
+) -> dict[str, Any]:
     """Load a torch checkpoint with the weights-only unpickler (plus inert stand-ins, see the module doc).
 
     Raises ``MethodUnavailableError`` with a message naming the file for a missing, truncated or foreign
-    file, and ``UnsafeCheckpointError`` for one that tries to call dangerous functions.
+    file, and ``UnsafeCheckpointError`` for one that tries to call dangerous functions. ``stand_ins``, when
+    given, is the complete list of class names that may be stood in for (a strict allowlist): any other
+    unknown global is refused.
     """
     path = Path(path)
     if not path.is_file():
         raise MethodUnavailableError(f"The {what} {path} does not exist.")
-    stand_ins: list[tuple[type, str]] = []
+    allowed: list[tuple[type, str]] = []
     for _ in range(_MAX_STAND_INS):
         try:
-            with torch.serialization.safe_globals(stand_ins):
+            with torch.serialization.safe_globals(allowed):
                 loaded = torch.load(path, map_location="cpu", weights_only=True)
             break
         except pickle.UnpicklingError as exc:
@@ -109,7 +114,12 @@ def load_checkpoint(path: str | os.PathLike[str], *, what: str = "checkpoint") -
                     "machine. It was refused and nothing in it was executed. "
                     "Only use checkpoints from a source you trust."
                 ) from None
-            stand_ins.append((_stand_in(name), name))
+            if stand_ins is not None and name not in stand_ins:
+                raise UnsafeCheckpointError(
+                    f"The {what} {path.name} refers to {name}, which such a file never contains. It was refused "
+                    "and nothing in it was executed."
+                ) from None
+            allowed.append((_stand_in(name), name))
         except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
             raise _unreadable(path, what, exc) from None
     else:
@@ -126,3 +136,20 @@ def _unreadable(path: Path, what: str, exc: BaseException) -> MethodUnavailableE
         f"The {what} {path} ({size / 1e6:.1f} MB) cannot be read: it is truncated or not a PyTorch checkpoint "
         f"({type(exc).__name__}{': ' + detail if detail else ''}). Download it again and check its size."
     )
+
+
+def inert_module_state_dict(module: Any, prefix: str = "") -> dict[str, torch.Tensor]:
+    """The parameters and persistent buffers of a pickled ``nn.Module`` tree that was loaded as inert stand-ins."""
+    state = getattr(module, "state", None)
+    if not isinstance(state, dict):
+        raise MethodUnavailableError(f"Expected a pickled torch module at {prefix or 'the top'}; found {module!r}.")
+    tensors = {}
+    non_persistent = state.get("_non_persistent_buffers_set") or set()
+    for kind in ("_parameters", "_buffers"):
+        for name, tensor in (state.get(kind) or {}).items():
+            if tensor is not None and name not in non_persistent:
+                tensors[prefix + name] = tensor.detach()
+    for name, child in (state.get("_modules") or {}).items():
+        if child is not None:
+            tensors.update(inert_module_state_dict(child, f"{prefix}{name}."))
+    return tensors
