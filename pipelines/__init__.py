@@ -27,9 +27,11 @@ from pipelines.core.request import StyleRequest
 from pipelines.core.result import StyleResult
 from pipelines.core.studio import VERSION, preload, request_from_metadata, run, stylize
 from pipelines.fast import FastMethod
+from pipelines.inst.method import InSTMethod
 
 register_method(FastMethod())
 register_method(ArtFusionMethod())
+register_method(InSTMethod())
 
 __version__ = VERSION
 __all__ = [

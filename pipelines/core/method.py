@@ -39,17 +39,22 @@ class OptionSpec:
 
     name: str
     label: str
-    kind: Literal["float", "int", "choice"]
+    kind: Literal["float", "int", "choice", "text"]
     default: Any = None  # None: "automatic" (e.g. derived from strength)
     minimum: float | None = None
     maximum: float | None = None
     choices: tuple[str, ...] = ()
     help: str = ""
+    suggestions: Callable[[], list[str]] | None = None  # live choices for a text option (e.g. learned styles)
 
     def check(self, value: Any) -> Any:
         """The value, validated and normalised; strings (from the CLI, text boxes) are parsed; blank is unset."""
         if value is None or (isinstance(value, str) and not value.strip()):
             return None
+        if self.kind == "text":
+            if not isinstance(value, str):
+                raise InvalidRequestError(f"{self.name} must be text; got {value!r}.")
+            return value.strip()
         if self.kind == "choice":
             if value not in self.choices:
                 raise InvalidRequestError(f"{self.name} must be one of {', '.join(self.choices)}; got {value!r}.")
@@ -77,7 +82,7 @@ class MethodInputs:
     """What the core hands a method: clean RGB pictures at working size and resolved parameters."""
 
     content: Image.Image
-    style: Image.Image
+    style: Image.Image | None  # None for methods that do not take a style image
     strength: float
     steps: int | None  # None for methods without steps
     seed: int
@@ -97,6 +102,7 @@ class StyleMethod(ABC):
     steps: ClassVar[StepsSpec | None] = None  # None: the method has no diffusion steps
     priority: ClassVar[int] = 0  # the default method is the highest-priority one that ``prefers`` the device
     options: ClassVar[tuple[OptionSpec, ...]] = ()  # method-specific extras
+    uses_style_image: ClassVar[bool] = True  # False: the style comes from elsewhere (InST: a learned style)
 
     def default_weights(self) -> str:
         """Where weights come from when the request names none (a Hub id, a path, or a label)."""

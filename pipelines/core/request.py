@@ -26,7 +26,8 @@ class StyleRequest:
 
     Attributes:
         content: the picture to restyle (path, bytes, PIL image or array).
-        style: the picture whose style to take.
+        style: the picture whose style to take (None for methods that take the style from elsewhere, e.g. a
+            learned style in InST's library).
         method: registry name of the method (``"fast"``, …); ``None`` picks the default for the device.
         strength: 0 gives the content unchanged, 1 the strongest style the method gives; each method
             documents how it maps this number.
@@ -40,7 +41,7 @@ class StyleRequest:
     """
 
     content: ImageSource
-    style: ImageSource
+    style: ImageSource | None
     method: str | None = None
     strength: float = 0.7
     steps: int | None = None

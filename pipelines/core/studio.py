@@ -52,7 +52,11 @@ def run(
     # 2. Image hygiene: upright RGB at working size, or a clear error.
     report(0, 1, "Reading images")
     content = load_image(request.content, role="content", max_side=request.max_side)
-    style = load_image(request.style, role="style", max_side=request.max_side)
+    style = None
+    if method.uses_style_image:
+        if request.style is None:
+            raise InvalidRequestError(f"The {method.name} method needs a style image.")
+        style = load_image(request.style, role="style", max_side=request.max_side)
     prepared = time.perf_counter()
 
     # 3. The heavy model, once per process (a cache hit costs nothing).
@@ -89,7 +93,7 @@ def run(
         "device": describe_device(run_device),
         "dtype": dtype,
         "content_digest": image_digest(content),
-        "style_digest": image_digest(style),
+        "style_digest": image_digest(style) if style is not None else None,
         "size": list(image.size),
         "timings": {
             "prepare_s": round(prepared - started, 4),
@@ -146,7 +150,7 @@ def _resolve_steps(method: StyleMethod, steps: int | None) -> int | None:
 
 def stylize(
     content: ImageSource,
-    style: ImageSource,
+    style: ImageSource | None,
     method: str | None = None,
     strength: float = 0.7,
     steps: int | None = None,
