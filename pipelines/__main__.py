@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -34,9 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--style",
         "--style-file-path",
         dest="style",
-        required=True,
+        default=None,
         metavar="IMG",
-        help="the picture whose style to take",
+        help="the picture whose style to take (not needed with --method inst: use --style-name)",
     )
     run.add_argument(
         "-o",
@@ -58,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--preserve-color", action="store_true", help="keep the content's colours")
     run.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)} or cuda:N")
     run.add_argument("--weights", default=None, help="weights location for the method (path or Hub repo id)")
+    run.add_argument("--style-name", default=None, metavar="NAME", help="a learned style from the library (inst)")
+    _add_inst_model_arguments(run)
     run.add_argument(
         "--option",
         action="append",
@@ -91,6 +94,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="also upload the folder to this Hub repo (created private; needs HF_TOKEN)",
     )
 
+    learn = commands.add_parser("learn-style", help="learn an InST style from one image into the library")
+    learn.add_argument("--style", required=True, metavar="IMG", help="the style image")
+    learn.add_argument("--name", required=True, help="the style's name in the library")
+    learn.add_argument(
+        "--preset",
+        choices=["paper", "fast"],
+        default="fast",
+        help="paper: the official recipe (6100 steps); fast: precomputed inputs, 4 timesteps a step",
+    )
+    learn.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's)")
+    learn.add_argument(
+        "--clip-mode",
+        choices=["paper", "code"],
+        default="paper",
+        help="CLIP input: paper = correct preprocessing; code = the official code's cast",
+    )
+    learn.add_argument("--resolution", type=int, default=512, help="training resolution (square)")
+    learn.add_argument("--device", default="auto")
+    learn.add_argument("--overwrite", action="store_true", help="replace a style of the same name")
+    _add_inst_model_arguments(learn)
+
+    imported = commands.add_parser("import-style", help="import an official InST embeddings.pt into the library")
+    imported.add_argument("embeddings", metavar="FILE.pt")
+    imported.add_argument("--style", required=True, metavar="IMG", help="the style image the file was trained on")
+    imported.add_argument("--name", required=True)
+    imported.add_argument("--resolution", type=int, default=512)
+    imported.add_argument("--device", default="auto")
+    _add_inst_model_arguments(imported)
+
+    styles = commands.add_parser("styles", help="list the learned styles in the library")
+    styles.add_argument("--library", default=None, metavar="DIR", help="the style library folder")
+
     show = commands.add_parser("metadata", help="print the parameters stored in a result PNG")
     show.add_argument("png")
     return parser
@@ -110,8 +145,8 @@ def _stylize(args: argparse.Namespace) -> int:
             max_side=args.max_side,
             preserve_color=args.preserve_color,
             device=args.device,
-            weights=args.weights,
-            extras=_parse_options(args.option),
+            weights=_weights_for(args),
+            extras={**_parse_options(args.option), **({"style_name": args.style_name} if args.style_name else {})},
         )
     result = pipelines.run(request)
     path = result.save(args.output)
@@ -121,6 +156,79 @@ def _stylize(args: argparse.Namespace) -> int:
         f"{path}  {meta['size'][0]}x{meta['size'][1]}  {meta['method']}, strength {meta['strength']:.2f}{steps}, "
         f"seed {meta['seed']}  ({meta['timings']['total_s']:.2f} s on {meta['device']})"
     )
+    return 0
+
+
+def _add_inst_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--base-model", default=None, metavar="ID_OR_PATH", help="InST: the Stable Diffusion 1.x model")
+    parser.add_argument("--clip-model", default=None, metavar="ID_OR_PATH", help="InST: the CLIP image encoder")
+    parser.add_argument("--library", default=None, metavar="DIR", help="InST: the style library folder")
+
+
+def _weights_for(args: argparse.Namespace) -> str | None:
+    if args.base_model or args.clip_model:
+        from pipelines.inst.method import weights_spec
+
+        return weights_spec(args.base_model, args.clip_model)
+    return args.weights
+
+
+def _progress_printer(every: int) -> object:
+    def on_step(step: int, total: int, loss: float) -> None:
+        if step == 1 or step % every == 0 or step == total:
+            print(f"step {step}/{total}  loss {loss:.4f}", flush=True)
+
+    return on_step
+
+
+def _learn_style(args: argparse.Namespace) -> int:
+    from pipelines.inst.service import learn_style_into_library
+
+    entry = learn_style_into_library(
+        args.style,
+        args.name,
+        preset=args.preset,
+        steps=args.steps,
+        clip_mode=args.clip_mode,
+        resolution=args.resolution,
+        base_model=args.base_model,
+        clip_model=args.clip_model,
+        device=args.device,
+        on_step=_progress_printer(25),
+        overwrite=args.overwrite,
+    )
+    print(f"learned style {entry.slug!r} ({entry.steps} steps, final loss {entry.final_loss}) into the library")
+    return 0
+
+
+def _import_style(args: argparse.Namespace) -> int:
+    from pipelines.inst.service import import_style_into_library
+
+    entry = import_style_into_library(
+        args.embeddings,
+        args.style,
+        args.name,
+        base_model=args.base_model,
+        clip_model=args.clip_model,
+        device=args.device,
+        resolution=args.resolution,
+    )
+    print(f"imported {args.embeddings} as style {entry.slug!r} (CLIP mode {entry.clip_mode})")
+    return 0
+
+
+def _styles() -> int:
+    from pipelines.inst.library import StyleLibrary
+
+    library = StyleLibrary()
+    entries = library.list()
+    if not entries:
+        print(f"no learned styles in {library.root}")
+    for e in entries:
+        loss = f"{e.final_loss:.4f}" if e.final_loss is not None else "-"
+        print(
+            f"{e.slug:24s} {e.source:8s} clip={e.clip_mode:5s} steps={e.steps:<5d} loss={loss:8s} {e.created}  {e.name}"
+        )
     return 0
 
 
@@ -166,6 +274,8 @@ def _methods() -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     verbose = getattr(args, "verbose", False)
+    if getattr(args, "library", None):  # the style library folder, for this process
+        os.environ["STYLE_STUDIO_LIBRARY"] = args.library
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         if args.command == "stylize":
@@ -174,11 +284,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _methods()
         if args.command == "convert-artfusion":
             return _convert_artfusion(args)
+        if args.command == "learn-style":
+            return _learn_style(args)
+        if args.command == "import-style":
+            return _import_style(args)
+        if args.command == "styles":
+            return _styles()
         print(json.dumps(pipelines.read_png_metadata(args.png), indent=2, sort_keys=True))
         return 0
     except StudioError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(
+            "interrupted (a style being learned resumes from its last checkpoint: run the same command)",
+            file=sys.stderr,
+        )
+        return 130
     except Exception as exc:  # a bug, not the user's fault: say so in one line, details with --verbose
         if verbose:
             raise

@@ -135,6 +135,16 @@ def preload(
     return key
 
 
+def loaded_pipeline(
+    method: str, *, device: str = "auto", weights: str | None = None, cache: PipelineCache = PIPELINE_CACHE
+) -> tuple[Any, PipelineKey]:
+    """A method's loaded model from the cache (loading it once), for work other than stylizing (e.g. training)."""
+    chosen = get_method(method)
+    key = _pipeline_key(chosen, weights, chosen.run_device(device))
+    model, _ = cache.get(key, lambda: chosen.load(key.weights, key.device, key.dtype))
+    return model, key
+
+
 def _resolve_steps(method: StyleMethod, steps: int | None) -> int | None:
     if method.steps is None:
         return None  # the method has no steps: a value sent anyway is ignored, and recorded as null

@@ -221,6 +221,7 @@ class InSTPipeline(DiffusionPipeline):
         negative_prompt: str = "",
         use_adain: bool = False,
         timestep_mode: Literal["faithful", "aligned"] = "faithful",
+        inversion: Literal["stochastic", "plain"] = "stochastic",
         generator: torch.Generator | None = None,
         output_type: Literal["pil", "np", "pt", "latent"] = "pil",
         return_dict: bool = True,
@@ -241,6 +242,8 @@ class InSTPipeline(DiffusionPipeline):
                 unconditional one is "" in the original.
             use_adain: give the content latent the style latent's per-channel mean and std first.
             timestep_mode: ``"faithful"`` (the original's index mismatch) or ``"aligned"``.
+            inversion: ``"stochastic"`` (InST) or ``"plain"``: ordinary img2img noising with random noise at the
+                first DDIM timestep (no style sample is drawn unless AdaIN needs it), for comparisons.
             generator: draws, in the original's order, the style posterior sample, the content posterior
                 sample and the inversion noise. A CPU generator seeded like the original's ``seed_everything``
                 reproduces its CPU runs.
@@ -248,6 +251,8 @@ class InSTPipeline(DiffusionPipeline):
             callback_on_step_end: ``fn(pipe, step_index, timestep, tensors) -> dict`` after each DDIM step with
                 ``latents`` and/or ``noise_pred`` (the guided ε).
         """
+        if inversion not in ("stochastic", "plain"):
+            raise ValueError(f"inversion must be 'stochastic' or 'plain', got {inversion!r}")
         if timestep_mode not in ("faithful", "aligned"):
             raise ValueError(f"timestep_mode must be 'faithful' or 'aligned', got {timestep_mode!r}")
         if PLACEHOLDER not in prompt:
@@ -276,19 +281,23 @@ class InSTPipeline(DiffusionPipeline):
         def draw(shape: torch.Size) -> torch.Tensor:
             return randn_tensor(tuple(shape), generator=generator, device=device, dtype=torch.float32)
 
-        style_latent = scaling * (
-            style.latent_mean.to(device) + style.latent_std.to(device) * draw(style.latent_mean.shape)
-        )
+        style_latent = None
+        if inversion == "stochastic" or use_adain:  # the original always draws the style sample first
+            mean, std = style.latent_mean.to(device), style.latent_std.to(device)
+            style_latent = scaling * (mean + std * draw(mean.shape))
         posterior = self.vae.encode(image_to_pixels(content_image).to(device, self.vae.dtype)).latent_dist
         content_latent = scaling * (posterior.mean.float() + posterior.std.float() * draw(posterior.mean.shape))
         init = adain(content_latent, style_latent) if use_adain else content_latent
 
         # 4. Stochastic inversion: noise, predict that noise with the style prompt, re-noise with the prediction
-        alpha = self.scheduler.alphas_cumprod[noise_index].to(device)
-        x_noisy = alpha.sqrt() * init + (1 - alpha).sqrt() * draw(init.shape)
-        t_noise = torch.tensor([noise_index], device=device)
-        eps_hat = self.unet(x_noisy.to(dtype), t_noise, encoder_hidden_states=cond).sample.float()
-        latents = alpha.sqrt() * init + (1 - alpha).sqrt() * eps_hat
+        if inversion == "plain":
+            latents = self.scheduler.add_noise(init, draw(init.shape), timesteps[:1])
+        else:
+            alpha = self.scheduler.alphas_cumprod[noise_index].to(device)
+            x_noisy = alpha.sqrt() * init + (1 - alpha).sqrt() * draw(init.shape)
+            t_noise = torch.tensor([noise_index], device=device)
+            eps_hat = self.unet(x_noisy.to(dtype), t_noise, encoder_hidden_states=cond).sample.float()
+            latents = alpha.sqrt() * init + (1 - alpha).sqrt() * eps_hat
 
         # 5. DDIM with classifier-free guidance, both branches in one batched call
         context = torch.cat([uncond, cond])

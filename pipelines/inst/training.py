@@ -179,7 +179,12 @@ def _save(
     config: TrainingConfig,
 ) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    state = {"mapper": mapper.state_dict(), "optimizer": optimizer.state_dict(), "rng": generator.get_state()}
+    state = {
+        "mapper": mapper.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "rng": generator.get_state(),
+        "torch_rng": torch.get_rng_state(),  # dropout draws from the global generator
+    }
     tmp = folder / ".state.pt.tmp"
     torch.save(state, tmp)
     os.replace(tmp, folder / "state.pt")
@@ -196,6 +201,7 @@ def _resume(
     mapper.load_state_dict(state["mapper"])
     optimizer.load_state_dict(state["optimizer"])
     generator.set_state(state["rng"])
+    torch.set_rng_state(state["torch_rng"])
     return int(meta["step"]), list(meta["losses"])
 
 
