@@ -274,6 +274,13 @@ def _methods() -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     verbose = getattr(args, "verbose", False)
+    if not verbose:  # keep the output to our own lines: no library progress bars or advisory warnings
+        for name, value in (
+            ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+            ("TRANSFORMERS_VERBOSITY", "error"),
+            ("DIFFUSERS_VERBOSITY", "error"),
+        ):
+            os.environ.setdefault(name, value)
     if getattr(args, "library", None):  # the style library folder, for this process
         os.environ["STYLE_STUDIO_LIBRARY"] = args.library
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")

@@ -41,9 +41,9 @@ def learn_style_into_library(
         from pipelines.core.errors import InvalidRequestError
 
         raise InvalidRequestError(f"A style named {slug!r} already exists; choose another name or delete it first.")
+    image = prepare_style_image(load_image(style, role="style"), resolution)  # a bad file fails before any loading
     weights = weights_spec(base_model, clip_model)
     pipe, _ = loaded_pipeline("inst", device=device, weights=weights)
-    image = prepare_style_image(load_image(style, role="style"), resolution)
     config = config_for(preset, steps, clip_mode=clip_mode, resolution=resolution)
     checkpoint_dir = library.root / ".training" / slug  # hidden: never listed as an entry
     result = learn_style(pipe, image, config, on_step=on_step, checkpoint_dir=checkpoint_dir, cancel=cancel)
@@ -80,7 +80,8 @@ def import_style_into_library(
 ) -> StyleEntry:
     """An official InST ``embeddings.pt`` plus the style image it was trained on → a library entry."""
     library = library or StyleLibrary()
+    image = load_image(style, role="style")
     weights = weights_spec(base_model, clip_model)
     pipe, _ = loaded_pipeline("inst", device=device, weights=weights)
     base, clip = split_weights(weights)
-    return import_official(pipe, library, embeddings, load_image(style, role="style"), name, base, clip, resolution)
+    return import_official(pipe, library, embeddings, image, name, base, clip, resolution)
