@@ -108,7 +108,9 @@ def test_progress_every_step_and_cancel_then_resume_gives_the_same_result(pipe, 
         learn_style(pipe, image, config, on_step=stop_after_three, checkpoint_dir=tmp_path, cancel=cancel)
     assert (tmp_path / "state.json").is_file()
     resumed_steps = []
-    resumed = learn_style(pipe, image, config, checkpoint_dir=tmp_path, on_step=lambda s, n, l: resumed_steps.append(s))
+    resumed = learn_style(
+        pipe, image, config, checkpoint_dir=tmp_path, on_step=lambda s, n, loss: resumed_steps.append(s)
+    )
     assert resumed_steps == [4, 5, 6]
     assert resumed.losses == pytest.approx(straight.losses, rel=1e-5)
     for key, value in straight.conditioning.mapper.state_dict().items():
