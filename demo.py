@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import queue
 import tempfile
 import threading
 import uuid
@@ -129,7 +130,7 @@ def build_demo(
     ):
         if content is None:
             raise gr.Error("Add a content image first: upload one, paste it, take a photo, or pick an example.")
-        if style is None:
+        if style is None and pipelines.get_method(method).uses_style_image:
             raise gr.Error("Add a style image first: upload or paste a painting, or pick an example.")
         if not random_seed and seed is None:
             raise gr.Error("Enter a seed, or tick 'Random seed'.")
@@ -210,7 +211,7 @@ def build_demo(
             "Pick a **content** photo and a **style** painting, set the strength, press **Generate**. "
             "Every result is a PNG that remembers how it was made."
         )
-        with gr.Row(equal_height=False):
+        with gr.Tab("Stylize"), gr.Row(equal_height=False):
             with gr.Column(scale=5):
                 with gr.Row():
                     with gr.Column(min_width=200):
@@ -283,14 +284,17 @@ def build_demo(
                         label="Preserve content colours",
                         info="Take the style's brushwork and light, keep the photo's colours.",
                     )
-                    option_groups, option_inputs = {}, []
+                    option_groups, option_inputs, option_controls_with_suggestions = {}, [], []
                     for name in pipelines.method_names():
                         specs = pipelines.get_method(name).options
                         if not specs:
                             continue
                         with gr.Group(visible=name == default_method) as option_groups[name]:
                             gr.Markdown(f"**{pipelines.get_method(name).label}**")
-                            option_inputs += [_option_control(spec) for spec in specs]
+                            for spec in specs:
+                                option_inputs.append(_option_control(spec))
+                                if spec.suggestions is not None:
+                                    option_controls_with_suggestions.append((spec, option_inputs[-1]))
             with gr.Column(scale=5):
                 comparison = gr.ImageSlider(
                     label="Before / after",
@@ -313,6 +317,55 @@ def build_demo(
                     object_fit="cover",
                     elem_id="history",
                 )
+
+        with gr.Tab("Learn a style"):
+            gr.Markdown(
+                "Teach InST a style from **one** painting. The fast preset takes a couple of minutes on a modern GPU; "
+                "the paper preset follows the original recipe (6100 steps). A cancelled run resumes when you start "
+                "it again with the same name. Learned styles appear below and in the Stylize tab (method InST)."
+            )
+            with gr.Row(equal_height=False):
+                with gr.Column(scale=4):
+                    learn_image = gr.Image(
+                        label="Style image",
+                        type="filepath",
+                        image_mode=None,
+                        height=260,
+                        sources=["upload", "clipboard"],
+                        elem_id="learn-image",
+                    )
+                    learn_name = gr.Textbox(label="Name", placeholder="e.g. starry-night", elem_id="learn-name")
+                    learn_preset = gr.Radio(["fast", "paper"], value="fast", label="Preset")
+                    learn_steps = gr.Number(None, label="Steps (empty: the preset's)", precision=0, minimum=1)
+                    learn_clip_mode = gr.Radio(
+                        ["paper", "code"],
+                        value="paper",
+                        label="CLIP input",
+                        info="paper: correct preprocessing. code: the official code's quirk.",
+                    )
+                    learn_resolution = gr.Number(
+                        512,
+                        label="Training resolution (px, square)",
+                        precision=0,
+                        minimum=32,
+                        maximum=1024,
+                        elem_id="learn-resolution",
+                    )
+                    with gr.Row():
+                        learn_start = gr.Button("Start", variant="primary", elem_id="learn-start")
+                        learn_cancel = gr.Button("Cancel", elem_id="learn-cancel")
+                with gr.Column(scale=6):
+                    learn_status = gr.Markdown("Nothing running.", elem_id="learn-status")
+                    learn_plot = gr.LinePlot(x="step", y="loss", title="Training loss", height=260)
+                    library_gallery = gr.Gallery(
+                        label="Learned styles",
+                        columns=5,
+                        height=220,
+                        allow_preview=False,
+                        fit_columns=False,
+                        object_fit="cover",
+                        elem_id="library",
+                    )
 
         method.change(_method_help, method, method_help, api_visibility="private")
         method.change(_steps_update, method, steps, api_visibility="private")
@@ -343,6 +396,136 @@ def build_demo(
         gallery.select(reopen, history, [comparison, download, summary, parameters], api_visibility="private")
         gr.api(stylize, api_name="stylize", concurrency_id="stylize", concurrency_limit=concurrency)
 
+        def learn(style_file, name, preset, steps, clip_mode, resolution, request: gr.Request, progress=gr.Progress()):
+            """Learn a style in a worker thread; stream its loss to the plot; a Cancel stops it at the next step."""
+            if style_file is None:
+                raise gr.Error("Add the style image to learn from.")
+            if not (name or "").strip():
+                raise gr.Error("Give the style a name.")
+            cancel = _LEARNING_CANCELS[request.session_hash] = threading.Event()
+            updates: queue.Queue = queue.Queue()
+            outcome: dict[str, Any] = {}
+            base, clip = _inst_models(weights)
+
+            def work() -> None:
+                from pipelines.inst.service import learn_style_into_library
+
+                try:
+                    outcome["entry"] = learn_style_into_library(
+                        style_file,
+                        name,
+                        preset=preset,
+                        steps=int(steps) if steps else None,
+                        clip_mode=clip_mode,
+                        resolution=int(resolution or 512),
+                        base_model=base,
+                        clip_model=clip,
+                        device=device,
+                        cancel=cancel,
+                        on_step=lambda step, total, loss: updates.put((step, total, loss)),
+                    )
+                except BaseException as exc:  # reported to the person below, never swallowed
+                    outcome["error"] = exc
+                finally:
+                    updates.put(None)
+
+            threading.Thread(target=work, name="learn-style", daemon=True).start()
+            points: list[tuple[int, float]] = []
+            while (item := updates.get()) is not None:
+                step, total, loss = item
+                points.append((step, loss))
+                progress((step, total), desc=f"Learning: step {step}/{total}")
+                if step == total or step % 5 == 0:
+                    yield f"Step {step}/{total}, loss {loss:.4f}", _loss_frame(points), gr.update()
+            _LEARNING_CANCELS.pop(request.session_hash, None)
+            error = outcome.get("error")
+            if error is not None:
+                from pipelines.inst.training import TrainingCancelled
+
+                if isinstance(error, TrainingCancelled):
+                    yield (
+                        f"Cancelled ({error}). Start again with the same name to resume.",
+                        _loss_frame(points),
+                        gr.update(),
+                    )
+                    return
+                if isinstance(error, StudioError):
+                    raise gr.Error(str(error), print_exception=False)
+                logger.error("learning failed", exc_info=error)
+                raise gr.Error(f"Learning failed unexpectedly ({type(error).__name__}: {error}).")
+            entry = outcome["entry"]
+            yield (
+                (
+                    f"Learned **{entry.name}** ({entry.steps} steps, final loss {entry.final_loss}). Pick it in the "
+                    "Stylize tab: method InST, Advanced → Learned style."
+                ),
+                _loss_frame(points),
+                _library_gallery(),
+            )
+
+        def cancel_learning(request: gr.Request):
+            event = _LEARNING_CANCELS.get(request.session_hash)
+            if event is None:
+                return "Nothing to cancel."
+            event.set()
+            return "Cancelling at the next step…"
+
+        learn_start.click(
+            learn,
+            [learn_image, learn_name, learn_preset, learn_steps, learn_clip_mode, learn_resolution],
+            [learn_status, learn_plot, library_gallery],
+            api_visibility="private",
+            concurrency_id="learn",
+            concurrency_limit=1,
+        )
+        learn_cancel.click(cancel_learning, None, learn_status, api_visibility="private", queue=False)
+        demo.load(_library_gallery, None, library_gallery, api_visibility="private")
+        for control in option_controls_with_suggestions:  # refresh live choices (learned styles) on every visit
+            demo.load(
+                lambda spec=control[0]: gr.update(choices=spec.suggestions()),
+                None,
+                control[1],
+                api_visibility="private",
+            )
+
+        def styles() -> list[dict]:
+            """The learned InST styles in the library: name, slug, source, CLIP mode, steps, final loss, created."""
+            from dataclasses import asdict
+
+            from pipelines.inst.library import StyleLibrary
+
+            return [asdict(entry) for entry in StyleLibrary().list()]
+
+        def apply_style(
+            content: FileData,
+            style_name: str,
+            strength: float = 0.7,
+            steps: int | None = None,
+            seed: int | None = None,
+            max_side: int = DEFAULT_MAX_SIDE,
+            preserve_color: bool = False,
+            options: dict | None = None,
+        ) -> FileData:
+            """Apply a learned InST style (see /styles) to `content`; returns the PNG with its parameters."""
+            result = _run(
+                content=_upload_path(content, "content"),
+                style=None,
+                method="inst",
+                strength=strength,
+                steps=steps,
+                seed=seed,
+                max_side=max_side,
+                preserve_color=preserve_color,
+                device=device,
+                weights=weights.get("inst"),
+                extras={**(options or {}), "style_name": style_name},
+            )
+            png, _ = _save(result)
+            return FileData(path=str(png), orig_name=png.name, mime_type="image/png")
+
+        gr.api(styles, api_name="styles", queue=False)
+        gr.api(apply_style, api_name="apply_style", concurrency_id="stylize", concurrency_limit=concurrency)
+
     demo.queue(max_size=QUEUE_MAX_SIZE)
     return demo
 
@@ -351,6 +534,12 @@ def _option_control(spec: OptionSpec) -> gr.components.Component:
     """A widget for one method option (a method declares its options; the UI never hard-codes them)."""
     if spec.kind == "choice":
         return gr.Radio(list(spec.choices), value=spec.default, label=spec.label, info=spec.help)
+    if spec.kind == "text":
+        if spec.suggestions is not None:
+            return gr.Dropdown(
+                spec.suggestions(), value=None, label=spec.label, info=spec.help, allow_custom_value=True
+            )
+        return gr.Textbox("", label=spec.label, info=spec.help)
     if spec.default is None:  # "automatic" unless set: a text box left empty (a number box would show 0)
         return gr.Textbox("", label=spec.label, info=spec.help, placeholder=f"auto ({spec.minimum}–{spec.maximum})")
     step = 1 if spec.kind == "int" else 0.05
@@ -373,6 +562,33 @@ def _extras_for(method: str, option_values: tuple) -> dict[str, Any]:
         for (name, spec), value in zip(specs, option_values, strict=True)
         if name == method and value is not None
     }
+
+
+_LEARNING_CANCELS: dict[str, threading.Event] = {}  # browser session → its running style training
+
+
+def _inst_models(weights: dict[str, str]) -> tuple[str, str]:
+    from pipelines.inst.method import split_weights, weights_spec
+
+    return split_weights(weights.get("inst") or weights_spec())
+
+
+def _loss_frame(points: list[tuple[int, float]]) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame(points, columns=["step", "loss"])
+
+
+def _library_gallery() -> list[tuple[str, str]]:
+    """Thumbnails and names of the learned styles."""
+    from pipelines.inst.library import StyleLibrary
+
+    library = StyleLibrary()
+    return [
+        (str(library.thumbnail_path(e.slug)), e.name)
+        for e in library.list()
+        if library.thumbnail_path(e.slug).is_file()
+    ]
 
 
 def _upload_path(file: Any, role: str) -> str:

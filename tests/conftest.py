@@ -52,15 +52,12 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def running_app():
-    """The real app, launched on 127.0.0.1 once for every server test; yields its URL."""
-    from artfusion_tiny import tiny_pipeline
-
+def running_app(app_models):
+    """The real app, launched on 127.0.0.1 once for every server test (tiny ArtFusion and InST weights, a
+    session style library); yields its URL."""
     import demo
 
-    tiny_artfusion = ARTIFACTS.parent / ".pytest-tiny-artfusion"
-    tiny_pipeline().save_pretrained(tiny_artfusion)
-    app = demo.build_demo(device="cpu", weights={"artfusion": str(tiny_artfusion)})
+    app = demo.build_demo(device="cpu", weights={"artfusion": str(app_models["artfusion"]), "inst": app_models["inst"]})
     _, url, _ = app.launch(
         prevent_thread_lock=True,
         server_name="127.0.0.1",
@@ -71,6 +68,25 @@ def running_app():
     )
     yield url
     app.close()
+
+
+@pytest.fixture(scope="session")
+def app_models(tmp_path_factory):
+    """Tiny models saved once per session, and the session's style library (set for the in-process app)."""
+    from artfusion_tiny import tiny_pipeline
+    from inst_tiny import save_tiny_models
+
+    scratch = tmp_path_factory.mktemp("app-models")
+    tiny_pipeline().save_pretrained(scratch / "artfusion")
+    base, clip = save_tiny_models(scratch / "inst")
+    os.environ["STYLE_STUDIO_LIBRARY"] = str(scratch / "styles")
+    return {
+        "artfusion": scratch / "artfusion",
+        "inst": f"{base}::{clip}",
+        "base": base,
+        "clip": clip,
+        "library": scratch / "styles",
+    }
 
 
 SHARED = Path(os.environ.get("STYLE_STUDIO_SHARED", ROOT.parent / "shared"))

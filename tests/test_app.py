@@ -15,9 +15,9 @@ def client(running_app):
     return Client(running_app, verbose=False)
 
 
-def test_only_the_stylize_endpoint_is_public_with_named_parameters(client):
+def test_the_public_endpoints_have_named_parameters(client):
     api = client.view_api(return_format="dict", print_info=False)
-    assert list(api["named_endpoints"]) == ["/stylize"]
+    assert sorted(api["named_endpoints"]) == ["/apply_style", "/styles", "/stylize"]
     names = [p["parameter_name"] for p in api["named_endpoints"]["/stylize"]["parameters"]]
     assert names == ["content", "style", "method", "strength", "steps", "seed", "max_side", "preserve_color", "options"]
 
@@ -103,4 +103,37 @@ def test_artfusion_through_the_api_with_its_options(client, content_path, style_
             max_side=96,
             options={"banana": 1},
             api_name="/stylize",
+        )
+
+
+def test_learned_styles_are_listed_and_applied_through_the_api(app_models, client, content_path, style_path):
+    from pipelines.inst.library import StyleLibrary
+    from pipelines.inst.service import learn_style_into_library
+
+    learn_style_into_library(
+        str(style_path),
+        "API Waves",
+        steps=2,
+        resolution=32,
+        base_model=str(app_models["base"]),
+        clip_model=str(app_models["clip"]),
+        device="cpu",
+        library=StyleLibrary(app_models["library"]),
+    )
+    listed = client.predict(api_name="/styles")
+    assert "api-waves" in [s["slug"] for s in listed]
+    path = client.predict(
+        content=handle_file(str(content_path)),
+        style_name="api-waves",
+        strength=0.6,
+        steps=5,
+        seed=9,
+        max_side=64,
+        api_name="/apply_style",
+    )
+    meta = read_png_metadata(path)
+    assert meta["method"] == "inst" and meta["derived"]["style_name"] == "api-waves" and meta["seed"] == 9
+    with pytest.raises(AppError, match="No learned style 'ghost'"):
+        client.predict(
+            content=handle_file(str(content_path)), style_name="ghost", steps=5, max_side=64, api_name="/apply_style"
         )

@@ -61,7 +61,7 @@ def test_upload_generate_and_see_the_result(browser, running_app, content_path, 
     # Switch to ArtFusion (tiny test weights): its options appear, the steps slider comes alive, it runs.
     page.locator("#method input").click()
     page.get_by_role("option", name="ArtFusion (diffusion, any style)").click()
-    page.get_by_text("Advanced").click()
+    page.get_by_text("Advanced", exact=True).click()
     page.get_by_label("Content guidance scale").wait_for(timeout=10_000)
     page.get_by_label("Style guidance scale").fill("3.5")
     steps = page.locator("#steps input[type=number]")
@@ -74,4 +74,37 @@ def test_upload_generate_and_see_the_result(browser, running_app, content_path, 
     page.get_by_text('"style_scale": 3.5').first.wait_for(timeout=10_000)  # typed by hand
     assert page.get_by_text('"content_scale": 0.4').count() >= 1  # left empty: derived from strength 0.7
     page.screenshot(path=str(artifacts / "app-artfusion.png"), full_page=True)
+    page.close()
+
+
+def test_learn_a_style_in_the_browser_then_apply_it(browser, running_app, content_path, style_path, artifacts):
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.goto(running_app)
+    page.get_by_role("tab", name="Learn a style").click()
+    page.locator("#learn-image input[type=file]").set_input_files(str(style_path))
+    page.locator("#learn-image img").first.wait_for(timeout=30_000)
+    page.locator("#learn-name textarea, #learn-name input").first.fill("Browser Waves")
+    page.get_by_label("Steps (empty: the preset's)").fill("5")
+    resolution = page.locator("#learn-resolution input")
+    resolution.fill("32")
+    resolution.press("Enter")
+    page.locator("#learn-start").click()
+    page.get_by_text("Learned Browser Waves").wait_for(timeout=120_000)
+    page.locator("#library img").first.wait_for(timeout=30_000)
+    page.screenshot(path=str(artifacts / "app-learn-style.png"), full_page=True)
+
+    # The new style is selectable in the Stylize tab, with no style image needed.
+    page.get_by_role("tab", name="Stylize").click()
+    page.locator("#content-image input[type=file]").set_input_files(str(content_path))
+    page.locator("#content-image img").first.wait_for(timeout=30_000)
+    page.locator("#method input").click()
+    page.get_by_role("option", name="InST (learned styles)").click()
+    page.get_by_text("Advanced", exact=True).click()
+    page.get_by_label("Learned style", exact=True).fill("browser-waves")
+    page.get_by_label("Learned style", exact=True).press("Enter")
+    steps = page.locator("#steps input[type=number]")
+    steps.fill("5")
+    steps.press("Enter")
+    page.locator("#generate").click()
+    page.wait_for_function("() => document.querySelector('#summary').innerText.includes('inst')", timeout=60_000)
     page.close()
