@@ -113,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     learn.add_argument("--resolution", type=int, default=512, help="training resolution (square)")
     learn.add_argument("--device", default="auto")
     learn.add_argument("--overwrite", action="store_true", help="replace a style of the same name")
+    learn.add_argument("--gradient-checkpointing", action="store_true", help="less GPU memory, a little slower")
     _add_inst_model_arguments(learn)
 
     imported = commands.add_parser("import-style", help="import an official InST embeddings.pt into the library")
@@ -125,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     styles = commands.add_parser("styles", help="list the learned styles in the library")
     styles.add_argument("--library", default=None, metavar="DIR", help="the style library folder")
+    styles.add_argument("--rename", nargs=2, metavar=("NAME", "NEW_NAME"), help="rename a learned style")
+    styles.add_argument("--delete", metavar="NAME", help="delete a learned style")
 
     show = commands.add_parser("metadata", help="print the parameters stored in a result PNG")
     show.add_argument("png")
@@ -196,6 +199,7 @@ def _learn_style(args: argparse.Namespace) -> int:
         device=args.device,
         on_step=_progress_printer(25),
         overwrite=args.overwrite,
+        gradient_checkpointing=args.gradient_checkpointing,
     )
     print(f"learned style {entry.slug!r} ({entry.steps} steps, final loss {entry.final_loss}) into the library")
     return 0
@@ -217,10 +221,18 @@ def _import_style(args: argparse.Namespace) -> int:
     return 0
 
 
-def _styles() -> int:
+def _styles(args: argparse.Namespace) -> int:
     from pipelines.inst.library import StyleLibrary
 
     library = StyleLibrary()
+    if args.rename:
+        entry = library.rename(*args.rename)
+        print(f"renamed {args.rename[0]!r} to {entry.slug!r}")
+        return 0
+    if args.delete:
+        library.delete(args.delete)
+        print(f"deleted {args.delete!r}")
+        return 0
     entries = library.list()
     if not entries:
         print(f"no learned styles in {library.root}")
@@ -296,7 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "import-style":
             return _import_style(args)
         if args.command == "styles":
-            return _styles()
+            return _styles(args)
         print(json.dumps(pipelines.read_png_metadata(args.png), indent=2, sort_keys=True))
         return 0
     except StudioError as exc:

@@ -300,6 +300,8 @@ def test_cli_learn_list_apply_and_import(models, tmp_path, content_path, style_p
     assert "step 3/3" in done.stdout and "learned style 'starry'" in done.stdout
     listed = cli("styles", "--library", str(library))
     assert listed.returncode == 0 and listed.stdout.startswith("starry")
+    assert cli("styles", "--library", str(library), "--rename", "starry", "Night Sky").returncode == 0
+    assert cli("styles", "--library", str(library), "--rename", "night-sky", "Starry").returncode == 0
     out = tmp_path / "out.png"
     done = cli(
         "stylize",

@@ -33,6 +33,7 @@ def learn_style_into_library(
     on_step: StepCallback | None = None,
     cancel: threading.Event | None = None,
     overwrite: bool = False,
+    gradient_checkpointing: bool = False,
 ) -> StyleEntry:
     """Learn ``style`` and save it as ``name``. An interrupted run of the same name resumes from its checkpoint."""
     library = library or StyleLibrary()
@@ -44,7 +45,9 @@ def learn_style_into_library(
     image = prepare_style_image(load_image(style, role="style"), resolution)  # a bad file fails before any loading
     weights = weights_spec(base_model, clip_model)
     pipe, _ = loaded_pipeline("inst", device=device, weights=weights)
-    config = config_for(preset, steps, clip_mode=clip_mode, resolution=resolution)
+    config = config_for(
+        preset, steps, clip_mode=clip_mode, resolution=resolution, gradient_checkpointing=gradient_checkpointing
+    )
     checkpoint_dir = library.root / ".training" / slug  # hidden: never listed as an entry
     result = learn_style(pipe, image, config, on_step=on_step, checkpoint_dir=checkpoint_dir, cancel=cancel)
     base, clip = split_weights(weights)
