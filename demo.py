@@ -211,7 +211,7 @@ def build_demo(
             "Pick a **content** photo and a **style** painting, set the strength, press **Generate**. "
             "Every result is a PNG that remembers how it was made."
         )
-        with gr.Tab("Stylize"), gr.Row(equal_height=False):
+        with gr.Tab("Stylize") as stylize_tab, gr.Row(equal_height=False):
             with gr.Column(scale=5):
                 with gr.Row():
                     with gr.Column(min_width=200):
@@ -294,7 +294,19 @@ def build_demo(
                             for spec in specs:
                                 option_inputs.append(_option_control(spec))
                                 if spec.suggestions is not None:
-                                    option_controls_with_suggestions.append((spec, option_inputs[-1]))
+                                    option_controls_with_suggestions.append((spec, option_inputs[-1], None))
+                                if spec.previews is not None:  # thumbnails to click, e.g. learned styles
+                                    previews = gr.Gallery(
+                                        elem_id=f"{spec.name}-previews",
+                                        label=f"{spec.label}: click to choose",
+                                        columns=6,
+                                        height=130,
+                                        allow_preview=False,
+                                        fit_columns=False,
+                                        object_fit="cover",
+                                    )
+                                    previews.select(_pick_preview, None, option_inputs[-1], api_visibility="private")
+                                    option_controls_with_suggestions[-1] = (spec, option_inputs[-1], previews)
             with gr.Column(scale=5):
                 comparison = gr.ImageSlider(
                     label="Before / after",
@@ -480,13 +492,15 @@ def build_demo(
         )
         learn_cancel.click(cancel_learning, None, learn_status, api_visibility="private", queue=False)
         demo.load(_library_gallery, None, library_gallery, api_visibility="private")
-        for control in option_controls_with_suggestions:  # refresh live choices (learned styles) on every visit
-            demo.load(
-                lambda spec=control[0]: gr.update(choices=spec.suggestions()),
-                None,
-                control[1],
-                api_visibility="private",
-            )
+        for spec, control, previews in option_controls_with_suggestions:  # live choices, e.g. learned styles
+            outputs = [control] if previews is None else [control, previews]
+
+            def refresh(spec=spec, with_previews=previews is not None):
+                choices = gr.update(choices=spec.suggestions())
+                return (choices, spec.previews() if spec.previews else []) if with_previews else choices
+
+            demo.load(refresh, None, outputs, api_visibility="private")  # on every visit
+            stylize_tab.select(refresh, None, outputs, api_visibility="private")  # and after learning a style
 
         def styles() -> list[dict]:
             """The learned InST styles in the library: name, slug, source, CLIP mode, steps, final loss, created."""
@@ -565,6 +579,11 @@ def _extras_for(method: str, option_values: tuple) -> dict[str, Any]:
 
 
 _LEARNING_CANCELS: dict[str, threading.Event] = {}  # browser session → its running style training
+
+
+def _pick_preview(evt: gr.SelectData) -> str:
+    """A clicked thumbnail selects its value (the caption is the value)."""
+    return evt.value["caption"] if isinstance(evt.value, dict) else str(evt.value)
 
 
 def _inst_models(weights: dict[str, str]) -> tuple[str, str]:

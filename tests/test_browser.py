@@ -100,8 +100,10 @@ def test_learn_a_style_in_the_browser_then_apply_it(browser, running_app, conten
     page.locator("#method input").click()
     page.get_by_role("option", name="InST (learned styles)").click()
     page.get_by_text("Advanced", exact=True).click()
-    page.get_by_label("Learned style", exact=True).fill("browser-waves")
-    page.get_by_label("Learned style", exact=True).press("Enter")
+    page.locator("#style_name-previews img").first.click()  # the learned style's thumbnail
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('input')].some(i => i.value === 'browser-waves')", timeout=10_000
+    )
     steps = page.locator("#steps input[type=number]")
     steps.fill("5")
     steps.press("Enter")

@@ -46,6 +46,7 @@ class OptionSpec:
     choices: tuple[str, ...] = ()
     help: str = ""
     suggestions: Callable[[], list[str]] | None = None  # live choices for a text option (e.g. learned styles)
+    previews: Callable[[], list[tuple[str, str]]] | None = None  # (image path, value) thumbnails to pick from
 
     def check(self, value: Any) -> Any:
         """The value, validated and normalised; strings (from the CLI, text boxes) are parsed; blank is unset."""

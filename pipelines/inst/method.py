@@ -38,6 +38,17 @@ def _learned_style_names() -> list[str]:
     return [entry.slug for entry in StyleLibrary().list()]
 
 
+def _learned_style_thumbnails() -> list[tuple[str, str]]:
+    from pipelines.inst.library import StyleLibrary
+
+    library = StyleLibrary()
+    return [
+        (str(library.thumbnail_path(e.slug)), e.slug)
+        for e in library.list()
+        if library.thumbnail_path(e.slug).is_file()
+    ]
+
+
 def load_inst_pipeline(weights: str, device: str, dtype: str) -> Any:
     """InSTPipeline from a weights spec, with a clear error when the models cannot be had."""
     import torch
@@ -79,6 +90,7 @@ class InSTMethod(StyleMethod):
             None,
             help="A style from the library.",
             suggestions=_learned_style_names,
+            previews=_learned_style_thumbnails,
         ),
         OptionSpec("guidance_scale", "Guidance scale", "float", 10.0, 1.0, 30.0, help="The original uses 10."),
         OptionSpec(
