@@ -30,68 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def build(full: bool, folder: Path) -> tuple[str, str]:
-    if not full:
-        sys.path.insert(0, str(ROOT / "tests"))
-        from inst_tiny import save_tiny_models
-
-        base, clip = save_tiny_models(folder)
-        return str(base), str(clip)
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import (
-        CLIPImageProcessor,
-        CLIPTextConfig,
-        CLIPTextModel,
-        CLIPVisionConfig,
-        CLIPVisionModelWithProjection,
-    )
-
+    """Random-weight models in the real layouts: the tests' tiny ones, or the real SD 1.x / CLIP ViT-L shapes."""
     sys.path.insert(0, str(ROOT / "tests"))
-    from inst_tiny import tiny_tokenizer
+    from inst_tiny import save_tiny_models
 
-    base, clip = folder / "sd", folder / "clip"
-    UNet2DConditionModel(cross_attention_dim=768, sample_size=64).save_pretrained(base / "unet")  # SD 1.x shapes
-    AutoencoderKL(
-        block_out_channels=(128, 256, 512, 512),
-        latent_channels=4,
-        sample_size=512,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        layers_per_block=2,
-    ).save_pretrained(base / "vae")
-    tokenizer = tiny_tokenizer()
-    tokenizer.save_pretrained(base / "tokenizer")
-    CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=768,
-            intermediate_size=3072,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    ).save_pretrained(base / "text_encoder")
-    DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    ).save_pretrained(base / "scheduler")
-    CLIPVisionModelWithProjection(
-        CLIPVisionConfig(
-            hidden_size=1024,
-            intermediate_size=4096,
-            num_hidden_layers=24,
-            num_attention_heads=16,
-            patch_size=14,
-            image_size=224,
-            projection_dim=768,
-        )
-    ).save_pretrained(clip)
-    CLIPImageProcessor().save_pretrained(clip)
+    base, clip = save_tiny_models(folder, size="full" if full else "tiny")
     return str(base), str(clip)
 
 

@@ -68,7 +68,7 @@ def test_upload_generate_and_see_the_result(browser, running_app, content_path, 
     steps.fill("2")
     steps.press("Enter")
     page.locator("#generate").click()
-    page.wait_for_function("() => document.querySelector('#summary').innerText.includes('artfusion')", timeout=60_000)
+    page.wait_for_function("() => document.querySelector('#summary').innerText.includes('artfusion')", timeout=180_000)
     assert "2 steps" in page.locator("#summary").inner_text()
     page.get_by_text("Parameters", exact=True).click()
     page.get_by_text('"style_scale": 3.5').first.wait_for(timeout=10_000)  # typed by hand
@@ -108,5 +108,5 @@ def test_learn_a_style_in_the_browser_then_apply_it(browser, running_app, conten
     steps.fill("5")
     steps.press("Enter")
     page.locator("#generate").click()
-    page.wait_for_function("() => document.querySelector('#summary').innerText.includes('inst')", timeout=60_000)
+    page.wait_for_function("() => document.querySelector('#summary').innerText.includes('inst')", timeout=180_000)
     page.close()

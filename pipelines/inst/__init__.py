@@ -3,8 +3,7 @@
 ``from pipelines.inst import InSTPipeline, StyleMapper``; torch/diffusers are imported on first use.
 """
 
-from importlib import import_module
-from typing import Any
+from pipelines.core.lazy import lazy_exports
 
 _EXPORTS = {
     "InSTPipeline": "pipelines.inst.pipeline_inst",
@@ -13,9 +12,4 @@ _EXPORTS = {
     "load_official_embeddings": "pipelines.inst.official",
 }
 __all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
