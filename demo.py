@@ -19,11 +19,18 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+try:  # ZeroGPU needs `spaces` imported before anything initialises CUDA (pipelines imports torch lazily)
+    import spaces
+except ImportError:
+    spaces = None
+
 import gradio as gr
 from gradio import FileData
 
 import pipelines
 from pipelines import DEFAULT_MAX_SIDE, OptionSpec, StudioError, StyleRequest, StyleResult
+from pipelines.backends import ModalBackend, choose_backend, modal_configured
+from pipelines.core.device import cuda_available
 from pipelines.core.request import MAX_SEED
 
 logger = logging.getLogger("style-studio")
@@ -36,8 +43,10 @@ RESULTS_DIR = Path(tempfile.gettempdir()) / "style-studio" / "results"
 QUEUE_MAX_SIZE = 32  # waiting requests; beyond this a client is told the queue is full
 CPU_CONCURRENCY = 2  # the fast engine uses every core per picture; 2 overlaps decoding and encoding
 GPU_CONCURRENCY = 1  # one diffusion job at a time per GPU
+REMOTE_CONCURRENCY = 8  # requests in flight to Modal at once (it starts more containers as needed)
 HISTORY_LIMIT = 24  # results kept per browser session
 MAX_UPLOAD = "25mb"
+ZERO_GPU_SECONDS = 120  # GPU time a ZeroGPU call may take (InST at 50 steps fits; shorter gets priority)
 
 
 def _method_choices() -> list[tuple[str, str]]:
@@ -62,8 +71,24 @@ def _steps_update(name: str) -> dict[str, Any]:
     )
 
 
-def _run(progress: gr.Progress | None = None, **parameters: Any) -> StyleResult:
-    """Validate and run one request through the core; its failures become messages the person can act on."""
+def zero_gpu(function: Any, spaces_module: Any = None, environ: dict[str, str] | None = None) -> Any:
+    """``spaces.GPU(duration=…)(function)`` on a ZeroGPU Space (SPACES_ZERO_GPU set), else ``function`` as is."""
+    environ = os.environ if environ is None else environ
+    if spaces_module is None or environ.get("SPACES_ZERO_GPU", "").lower() not in ("1", "true"):
+        return function
+    return spaces_module.GPU(duration=ZERO_GPU_SECONDS)(function)
+
+
+def _run_locally(request: StyleRequest, report: Any) -> StyleResult:
+    """The GPU work of a local request (on ZeroGPU this is what borrows the GPU)."""
+    return pipelines.run(request, progress=report)
+
+
+_run_locally = zero_gpu(_run_locally, spaces)
+
+
+def _run(progress: gr.Progress | None = None, backend: str = "local", **parameters: Any) -> StyleResult:
+    """Validate and run one request (here or on Modal); its failures become messages the person can act on."""
     report = None
     if progress is not None:
 
@@ -71,7 +96,10 @@ def _run(progress: gr.Progress | None = None, **parameters: Any) -> StyleResult:
             progress((done, total), desc=description)
 
     try:
-        return pipelines.run(StyleRequest(**parameters), progress=report)
+        request = StyleRequest(**parameters)
+        if backend == "modal":
+            return ModalBackend().run(request, progress=report)
+        return _run_locally(request, report)
     except StudioError as exc:
         logger.warning("refused: %s", exc)
         raise gr.Error(str(exc), print_exception=False) from None
@@ -94,24 +122,34 @@ def _save(result: StyleResult) -> tuple[Path, Path]:
 
 
 def _summary(meta: dict[str, Any]) -> str:
+    where = f"{meta['device']}, via Modal" if meta.get("backend") == "modal" else meta["device"]
     steps = f" · {meta['steps']} steps" if meta["steps"] else ""
     return (
         f"**{meta['method']}** · strength {meta['strength']:.2f}{steps} · seed {meta['seed']} · "
-        f"{meta['size'][0]}×{meta['size'][1]} · {meta['timings']['total_s']:.2f} s on {meta['device']}"
+        f"{meta['size'][0]}×{meta['size'][1]} · {meta['timings']['total_s']:.2f} s on {where}"
     )
 
 
 def build_demo(
-    default_method: str | None = None, device: str = "auto", weights: dict[str, str] | None = None
+    default_method: str | None = None,
+    device: str = "auto",
+    weights: dict[str, str] | None = None,
+    backend: str = "local",
 ) -> gr.Blocks:
-    """The whole app. ``default_method`` preselects a method; ``device`` is where methods run; ``weights`` maps a
-    method name to its weights location (default: each method's own default source)."""
+    """The whole app. ``default_method`` preselects a method; ``device`` is where local methods run; ``weights``
+    maps a method name to its weights location; ``backend`` is ``local``, ``modal`` or ``auto`` (local CUDA, else
+    Modal if configured, else local CPU)."""
     weights = dict(weights or {})
-    if default_method is None:
-        default_method = pipelines.default_method_name(pipelines.resolve_device(device))
+    on_gpu = device.startswith("cuda") or (device == "auto" and cuda_available())
+    backend = choose_backend(backend, cuda=on_gpu, modal_ready=modal_configured())
+    if default_method is None:  # the remote GPU serves the diffusion methods
+        default_method = pipelines.default_method_name(
+            "cuda" if backend == "modal" else pipelines.resolve_device(device)
+        )
     pipelines.get_method(default_method)  # fail at start-up, not at the first click, on a bad name
-    on_gpu = device.startswith("cuda") or (device == "auto" and pipelines.resolve_device("auto") != "cpu")
     concurrency = GPU_CONCURRENCY if on_gpu else CPU_CONCURRENCY
+    if backend == "modal":
+        concurrency = REMOTE_CONCURRENCY  # Modal scales out; the queue, not this process, is the limit
     default_steps = pipelines.get_method(default_method).steps
 
     def generate(
@@ -125,6 +163,7 @@ def build_demo(
         max_side,
         preserve_color,
         history,
+        run_on,
         *option_values,
         progress=gr.Progress(),
     ):
@@ -147,6 +186,7 @@ def build_demo(
             device=device,
             weights=weights.get(method),
             extras=_extras_for(method, option_values),
+            backend=run_on,
         )
         png, before = _save(result)
         caption = f"{result.metadata['method']} · {result.metadata['strength']:.2f} · seed {result.metadata['seed']}"
@@ -200,6 +240,7 @@ def build_demo(
             device=device,
             weights=weights.get(method or default_method),
             extras=options or {},
+            backend=backend,
         )
         png, _ = _save(result)
         return FileData(path=str(png), orig_name=png.name, mime_type="image/png")
@@ -283,6 +324,13 @@ def build_demo(
                         False,
                         label="Preserve content colours",
                         info="Take the style's brushwork and light, keep the photo's colours.",
+                    )
+                    run_on = gr.Radio(
+                        [("Remote GPU (Modal)", "modal"), ("This machine", "local")],
+                        value=backend,
+                        label="Run on",
+                        info="If the remote GPU fails, switch to this machine.",
+                        visible=backend == "modal" or modal_configured(),
                     )
                     option_groups, option_inputs, option_controls_with_suggestions = {}, [], []
                     for name in pipelines.method_names():
@@ -398,6 +446,7 @@ def build_demo(
                 max_side,
                 preserve_color,
                 history,
+                run_on,
                 *option_inputs,
             ],
             [comparison, download, seed, summary, parameters, history, gallery],
@@ -628,6 +677,24 @@ def _preload(method: str | None, device: str, weights: dict[str, str]) -> None:
         logger.warning("could not preload the default method: %s", exc)
 
 
+def read_auth(pairs: list[str], auth_file: str | None) -> list[tuple[str, str]]:
+    """Logins from ``--auth USER:PASSWORD`` flags and a file of such lines (blank lines and # comments skipped)."""
+    lines = list(pairs)
+    if auth_file:
+        try:
+            text = Path(auth_file).read_text()
+        except OSError as exc:
+            raise ValueError(f"cannot read the auth file {auth_file}: {exc.strerror}") from None
+        lines += [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    logins = []
+    for line in lines:
+        user, sep, password = line.partition(":")
+        if not sep or not user or not password:
+            raise ValueError("each login must be USER:PASSWORD (with a non-empty user and password)")
+        logins.append((user, password))
+    return logins
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Style Studio: diffusion style transfer in the browser.")
     parser.add_argument(
@@ -656,7 +723,24 @@ def main(argv: list[str] | None = None) -> None:
         metavar="METHOD=PATH_OR_REPO",
         help="weights for a method, e.g. artfusion=/models/artfusion_r12_step=317673.ckpt",
     )
+    parser.add_argument(
+        "--backend",
+        choices=["auto", "local", "modal"],
+        default="auto",
+        help="where methods run: auto = local CUDA, else Modal if configured, else this CPU",
+    )
+    parser.add_argument(
+        "--auth",
+        action="append",
+        default=[],
+        metavar="USER:PASSWORD",
+        help="require a login (repeatable); or set STYLE_STUDIO_AUTH_FILE to a file of USER:PASSWORD lines",
+    )
     args = parser.parse_args(argv)
+    try:
+        auth = read_auth(args.auth, os.environ.get("STYLE_STUDIO_AUTH_FILE"))
+    except ValueError as exc:
+        parser.error(str(exc))
     weights = {}
     for pair in args.weights:
         name, sep, location = pair.partition("=")
@@ -666,11 +750,16 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         device = pipelines.resolve_device(args.device) if args.device != "auto" else "auto"
-        app = build_demo(args.method, device, weights)
+        app = build_demo(args.method, device, weights, backend=args.backend)
     except StudioError as exc:
         parser.exit(2, f"error: {exc}\n")
-    threading.Thread(target=_preload, args=(args.method, args.device, weights), name="preload", daemon=True).start()
+    if choose_backend(args.backend, cuda_available(), modal_configured()) == "local":
+        threading.Thread(target=_preload, args=(args.method, args.device, weights), name="preload", daemon=True).start()
+    if args.share and not auth:
+        logger.warning("sharing a public link without --auth: anyone with the link can use this machine")
     app.launch(
+        auth=auth or None,
+        auth_message="Style Studio: log in to use this shared studio." if auth else None,
         server_name=args.host,
         server_port=args.port,
         share=args.share,
