@@ -126,13 +126,14 @@ def modal_failure_message(exc: BaseException, timeout_s: float) -> str:
     kind = type(exc).__name__
     local = "Or switch to the local engine (--backend local, or the fast method)."
     if kind == "AuthError":
-        return ("Modal is not configured: set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET (or run `modal token set`). "
-                + local)
+        return "Modal is not configured: set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET (or run `modal token set`). " + local
     if kind == "NotFoundError":
-        return (f"The Modal app {MODAL_APP_NAME!r} is not deployed: run `modal deploy modal_app.py` first. " + local)
+        return f"The Modal app {MODAL_APP_NAME!r} is not deployed: run `modal deploy modal_app.py` first. " + local
     if kind in ("FunctionTimeoutError", "TimeoutError", "OutputExpiredError"):
-        return (f"The remote GPU did not finish within {timeout_s:.0f} s (a cold start can take a minute or two). "
-                "Try again with fewer steps or a smaller max side. " + local)
+        return (
+            f"The remote GPU did not finish within {timeout_s:.0f} s (a cold start can take a minute or two). "
+            "Try again with fewer steps or a smaller max side. " + local
+        )
     if kind in ("ConnectionError", "ClientClosed", "ConnectionRefusedError") or "connect" in str(exc).lower():
         return "Modal could not be reached (network or service problem). Try again shortly. " + local
     if kind == "RemoteError":
