@@ -13,8 +13,10 @@ import argparse
 import logging
 import os
 import queue
+import shutil
 import tempfile
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,7 @@ GPU_CONCURRENCY = 1  # one diffusion job at a time per GPU
 REMOTE_CONCURRENCY = 8  # requests in flight to Modal at once (it starts more containers as needed)
 HISTORY_LIMIT = 24  # results kept per browser session
 MAX_UPLOAD = "25mb"
+RESULT_TTL_S = 6 * 3600  # result files are deleted six hours after they were made
 ZERO_GPU_SECONDS = 120  # GPU time a ZeroGPU call may take (InST at 50 steps fits; shorter gets priority)
 
 
@@ -109,6 +112,31 @@ def _run(progress: gr.Progress | None = None, backend: str = "local", **paramete
             f"The {parameters.get('method') or 'default'} method failed unexpectedly ({type(exc).__name__}: {exc}). "
             "Your images are kept; try again, use a smaller max side, or pick another method."
         ) from None
+
+
+def clean_results(older_than_s: float = RESULT_TTL_S, now: float | None = None) -> int:
+    """Delete result folders older than ``older_than_s``; returns how many went. Runs on a schedule."""
+    now = time.time() if now is None else now
+    removed = 0
+    for folder in RESULTS_DIR.glob("*") if RESULTS_DIR.is_dir() else []:
+        try:
+            if folder.is_dir() and now - folder.stat().st_mtime > older_than_s:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+        except OSError:  # another cleaner got there first
+            continue
+    return removed
+
+
+def _clean_results_forever(interval_s: float = 600) -> None:
+    while True:
+        try:
+            removed = clean_results()
+            if removed:
+                logger.info("removed %d old result folders", removed)
+        except Exception:  # never let housekeeping take the server down
+            logger.exception("result cleanup failed")
+        time.sleep(interval_s)
 
 
 def _save(result: StyleResult) -> tuple[Path, Path]:
@@ -755,6 +783,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.exit(2, f"error: {exc}\n")
     if choose_backend(args.backend, cuda_available(), modal_configured()) == "local":
         threading.Thread(target=_preload, args=(args.method, args.device, weights), name="preload", daemon=True).start()
+    threading.Thread(target=_clean_results_forever, name="clean-results", daemon=True).start()
     if args.share and not auth:
         logger.warning("sharing a public link without --auth: anyone with the link can use this machine")
     app.launch(

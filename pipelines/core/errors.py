@@ -19,3 +19,7 @@ class ImageInputError(StudioError, ValueError):
 
 class MethodUnavailableError(StudioError):
     """The method cannot run here: unknown name, missing weights, unsupported device."""
+
+
+class OutOfMemoryError(StudioError):
+    """The device ran out of memory; the message suggests a smaller size. Memory was freed for the next request."""

@@ -13,10 +13,10 @@ from PIL import Image
 
 from pipelines.core.cache import PIPELINE_CACHE, PipelineCache, PipelineKey
 from pipelines.core.device import describe_device, resolve_device
-from pipelines.core.errors import InvalidRequestError
+from pipelines.core.errors import InvalidRequestError, OutOfMemoryError
 from pipelines.core.images import DEFAULT_MAX_SIDE, ImageSource, image_digest, load_image, preserve_content_color
 from pipelines.core.method import MethodInputs, ProgressCallback, StyleMethod, default_method_name, get_method
-from pipelines.core.request import MAX_SEED, StyleRequest, check_int
+from pipelines.core.request import MAX_SEED, MIN_MAX_SIDE, StyleRequest, check_int
 from pipelines.core.result import StyleResult
 
 logger = logging.getLogger(__name__)
@@ -66,10 +66,20 @@ def run(
     model, load_seconds = cache.get(key, lambda: method.load(key.weights, key.device, key.dtype))
     weights, dtype = key.weights, key.dtype
 
-    # 4. The method itself.
+    # 4. The method itself (out of memory becomes advice, and the memory is given back for the next request).
     ran = time.perf_counter()
     inputs = MethodInputs(content, style, request.strength, steps, seed, run_device, dtype, extras)
-    image = method.run(model, inputs, report).convert("RGB")
+    try:
+        image = method.run(model, inputs, report).convert("RGB")
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        free_accelerator_memory()
+        smaller = max(MIN_MAX_SIDE, (max(content.size) * 3 // 4) // 64 * 64)
+        raise OutOfMemoryError(
+            f"The {run_device} ran out of memory for the {method.name} method at {content.width}×{content.height}. "
+            f"Try a max side of {smaller} or less{', or fewer steps' if steps else ''}; the studio is ready again."
+        ) from None
     if image.size != content.size:
         image = image.resize(content.size, Image.Resampling.LANCZOS)
     if request.preserve_color:
@@ -114,6 +124,28 @@ def run(
         load_seconds,
     )
     return StyleResult(image, metadata, content)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA/MPS out-of-memory, whatever class the backend raises it as."""
+    if type(exc).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def free_accelerator_memory() -> None:
+    """Drop what the failed request still holds and hand cached GPU blocks back to the driver."""
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+    except ImportError:
+        return
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    if hasattr(torch, "mps") and torch.backends.mps.is_available():
+        torch.mps.empty_cache()
 
 
 def _pipeline_key(method: StyleMethod, weights: str | None, device: str) -> PipelineKey:
