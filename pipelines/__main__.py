@@ -113,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     learn.add_argument("--resolution", type=int, default=512, help="training resolution (square)")
     learn.add_argument("--device", default="auto")
     learn.add_argument("--overwrite", action="store_true", help="replace a style of the same name")
+    learn.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        metavar="N",
+        help="save a resumable checkpoint every N steps (default 500)",
+    )
     learn.add_argument("--gradient-checkpointing", action="store_true", help="less GPU memory, a little slower")
     _add_inst_model_arguments(learn)
 
@@ -177,9 +184,12 @@ def _weights_for(args: argparse.Namespace) -> str | None:
 
 
 def _progress_printer(every: int) -> object:
+    seen = []
+
     def on_step(step: int, total: int, loss: float) -> None:
-        if step == 1 or step % every == 0 or step == total:
+        if not seen or step % every == 0 or step == total:  # the first line shows where a resumed run starts
             print(f"step {step}/{total}  loss {loss:.4f}", flush=True)
+        seen.append(step)
 
     return on_step
 
@@ -200,6 +210,7 @@ def _learn_style(args: argparse.Namespace) -> int:
         on_step=_progress_printer(25),
         overwrite=args.overwrite,
         gradient_checkpointing=args.gradient_checkpointing,
+        checkpoint_every=args.checkpoint_every,
     )
     print(f"learned style {entry.slug!r} ({entry.steps} steps, final loss {entry.final_loss}) into the library")
     return 0

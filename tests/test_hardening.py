@@ -2,6 +2,7 @@
 properties of the code base."""
 
 import io
+import json
 import re
 import struct
 import time
@@ -261,3 +262,79 @@ def test_old_result_files_are_cleaned_up(monkeypatch, tmp_path):
     os.utime(old, (stale, stale))
     assert demo.clean_results() == 1
     assert not old.exists() and fresh.exists()
+
+
+# ---- faults below us ----------------------------------------------------------------------------------------
+
+
+def test_a_style_run_killed_mid_way_resumes_and_the_library_stays_whole(app_models, tmp_path, style_path):
+    import signal
+    import subprocess
+    import sys
+
+    library = tmp_path / "styles"
+    command = [
+        sys.executable,
+        "-m",
+        "pipelines",
+        "learn-style",
+        "--style",
+        str(style_path),
+        "--name",
+        "Killed",
+        "--base-model",
+        str(app_models["base"]),
+        "--clip-model",
+        str(app_models["clip"]),
+        "--library",
+        str(library),
+        "--steps",
+        "400",
+        "--resolution",
+        "32",
+        "--checkpoint-every",
+        "5",
+        "--device",
+        "cpu",
+    ]
+    first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    state = library / ".training" / "killed" / "state.json"
+    deadline = time.monotonic() + 120
+    while not state.is_file():
+        assert first.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.2)
+    first.send_signal(signal.SIGKILL)  # no clean-up of any kind: as if the machine died
+    first.wait(timeout=30)
+    from pipelines.inst.library import StyleLibrary
+
+    assert StyleLibrary(library).list() == []  # nothing half-written shows up as a style
+    checkpointed = json.loads(state.read_text())["step"]
+    second = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr
+    first_line = second.stdout.splitlines()[0]
+    assert first_line.startswith(f"step {checkpointed + 1}/400"), first_line  # resumed, not restarted
+    assert [e.slug for e in StyleLibrary(library).list()] == ["killed"] and not state.exists()
+
+
+def test_a_weights_download_failing_half_way_leaves_no_cache_behind(monkeypatch, tmp_path):
+    import huggingface_hub
+
+    from pipelines.artfusion import weights as weights_module
+
+    def broken_download(repo_id, filename, **kwargs):
+        if filename == "model_index.json":
+            from huggingface_hub.errors import RemoteEntryNotFoundError
+
+            missing = RemoteEntryNotFoundError.__new__(RemoteEntryNotFoundError)  # a 404 without an HTTP response
+            Exception.__init__(missing, "no model_index.json")
+            raise missing
+        partial = tmp_path / "hub" / "artfusion.ckpt.incomplete"
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_bytes(b"PK\x03\x04" + bytes(1000))
+        raise ConnectionError("connection reset by peer after 1 kB")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", broken_download)
+    with pytest.raises(pipelines.MethodUnavailableError, match="could not be fetched.*ConnectionError.*--weights"):
+        weights_module.resolve_weights("someone/artfusion")
+    converted = weights_module.cache_dir() / "artfusion"
+    assert not converted.exists() or not any(converted.iterdir())

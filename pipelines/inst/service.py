@@ -34,6 +34,7 @@ def learn_style_into_library(
     cancel: threading.Event | None = None,
     overwrite: bool = False,
     gradient_checkpointing: bool = False,
+    checkpoint_every: int | None = None,
 ) -> StyleEntry:
     """Learn ``style`` and save it as ``name``. An interrupted run of the same name resumes from its checkpoint."""
     library = library or StyleLibrary()
@@ -46,7 +47,12 @@ def learn_style_into_library(
     weights = weights_spec(base_model, clip_model)
     pipe, _ = loaded_pipeline("inst", device=device, weights=weights)
     config = config_for(
-        preset, steps, clip_mode=clip_mode, resolution=resolution, gradient_checkpointing=gradient_checkpointing
+        preset,
+        steps,
+        clip_mode=clip_mode,
+        resolution=resolution,
+        gradient_checkpointing=gradient_checkpointing,
+        **({"checkpoint_every": checkpoint_every} if checkpoint_every else {}),
     )
     checkpoint_dir = library.root / ".training" / slug  # hidden: never listed as an entry
     result = learn_style(pipe, image, config, on_step=on_step, checkpoint_dir=checkpoint_dir, cancel=cancel)

@@ -1,0 +1,176 @@
+"""Load run: many concurrent gradio_client clients against the real app on 127.0.0.1.
+
+    python -m bench.load [--clients 32] [--requests 4] [--method fast|artfusion] [--timeout 120]
+
+Starts ``demo.py`` in a subprocess (tiny random ArtFusion weights for ``--method artfusion``), then every client
+sends its requests one after another, each with its own seed. Checks that every request gets its own result
+(the seed and strength in the returned PNG's metadata) or an explicit "queue is full" answer, that none is lost
+or hangs past ``--timeout``, and samples the server's RSS. Prints p50/p95 latency and throughput; writes
+bench/results/load_<method>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start_server(method: str, port: int) -> subprocess.Popen:
+    command = [
+        sys.executable,
+        "demo.py",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--device",
+        "cpu",
+        "--backend",
+        "local",
+        "--method",
+        method,
+    ]
+    if method == "artfusion":
+        sys.path.insert(0, str(ROOT / "tests"))
+        from artfusion_tiny import tiny_pipeline
+
+        folder = Path(tempfile.mkdtemp(prefix="load-artfusion-"))
+        tiny_pipeline().save_pretrained(folder)
+        command += ["--weights", f"artfusion={folder}"]
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/gradio_api/info", timeout=2)  # noqa: S310 (loopback)
+            return server
+        except OSError:
+            time.sleep(0.5)
+    server.kill()
+    raise SystemExit("the app did not start within 120 s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--requests", type=int, default=4)
+    parser.add_argument("--method", default="fast", choices=["fast", "artfusion"])
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds one request may take, queue included")
+    args = parser.parse_args()
+
+    from gradio_client import Client, handle_file
+
+    from pipelines import read_png_metadata
+
+    port = free_port()
+    server = start_server(args.method, port)
+    url = f"http://127.0.0.1:{port}/"
+    content = str(ROOT / "assets" / "content" / "chelsea.jpg")
+    style = str(ROOT / "assets" / "style" / "van-gogh-starry-night.jpg")
+    extra = {"steps": 2} if args.method == "artfusion" else {}
+    outcomes: list[dict] = []
+    lock = threading.Lock()
+    rss_samples = [rss_mb(server.pid)]
+    stop = threading.Event()
+
+    def sample_rss() -> None:
+        while not stop.is_set():
+            rss_samples.append(rss_mb(server.pid))
+            time.sleep(0.5)
+
+    def client_run(index: int) -> None:
+        client = Client(url, verbose=False)
+        for number in range(args.requests):
+            seed = index * 1000 + number  # unique per request: the result must carry this very seed
+            strength = round(0.3 + 0.1 * (number % 5), 2)
+            began = time.perf_counter()
+            outcome = {"client": index, "seed": seed}
+            try:
+                job = client.submit(
+                    content=handle_file(content),
+                    style=handle_file(style),
+                    method=args.method,
+                    strength=strength,
+                    seed=seed,
+                    max_side=256,
+                    api_name="/stylize",
+                    **extra,
+                )
+                path = job.result(timeout=args.timeout)
+                meta = read_png_metadata(path)
+                outcome["status"] = "ok" if (meta["seed"], meta["strength"]) == (seed, strength) else "mixed-up"
+            except TimeoutError:
+                outcome["status"] = "timeout"
+            except Exception as exc:  # "Queue is full" is an explicit, acceptable answer; anything else is not
+                outcome["status"] = "queue-full" if "queue is full" in str(exc).lower() else f"error: {exc}"
+            outcome["latency_s"] = time.perf_counter() - began
+            with lock:
+                outcomes.append(outcome)
+
+    threading.Thread(target=sample_rss, daemon=True).start()
+    began = time.perf_counter()
+    threads = [threading.Thread(target=client_run, args=(i,)) for i in range(args.clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - began
+    stop.set()
+    rss_after = rss_mb(server.pid)
+    server.terminate()
+    server.wait(timeout=30)
+
+    counts: dict[str, int] = {}
+    for outcome in outcomes:
+        counts[outcome["status"]] = counts.get(outcome["status"], 0) + 1
+    latencies = sorted(o["latency_s"] for o in outcomes if o["status"] == "ok")
+    expected = args.clients * args.requests
+    result = {
+        "benchmark": "load",
+        "method": args.method,
+        "clients": args.clients,
+        "requests_per_client": args.requests,
+        "requests": expected,
+        "answered": len(outcomes),
+        "outcomes": counts,
+        "p50_s": round(statistics.median(latencies), 3) if latencies else None,
+        "p95_s": round(latencies[int(0.95 * (len(latencies) - 1))], 3) if latencies else None,
+        "throughput_per_s": round(counts.get("ok", 0) / elapsed, 2),
+        "wall_s": round(elapsed, 1),
+        "rss_mb": {"start": round(rss_samples[0]), "peak": round(max(rss_samples)), "end": round(rss_after)},
+        "cpu_cores": os.cpu_count(),
+    }
+    print(json.dumps(result, indent=2))
+    (ROOT / "bench" / "results" / f"load_{args.method}.json").write_text(json.dumps(result, indent=2) + "\n")
+    bad = {k: v for k, v in counts.items() if k not in ("ok", "queue-full")}
+    if len(outcomes) != expected or bad:
+        raise SystemExit(f"FAILED: {expected - len(outcomes)} lost, problems: {bad}")
+
+
+if __name__ == "__main__":
+    main()
