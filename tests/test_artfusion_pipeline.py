@@ -299,3 +299,22 @@ def test_cli_stylize_with_artfusion_weights_and_options(saved, tmp_path, content
         timeout=300,
     )
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "not found" in bad.stderr
+
+
+def test_unbatched_guidance_gives_the_same_picture_and_large_pictures_decode_in_tiles(pipe):
+    content, style = gradient_image(64, 64), gradient_image(64, 64, seed=1)
+    batched = run(pipe, content, style, seed=3)
+    one_by_one = pipe(
+        content,
+        style,
+        num_inference_steps=3,
+        generator=torch.Generator().manual_seed(3),
+        output_type="np",
+        batch_guidance=False,
+    ).images
+    assert np.allclose(batched, one_by_one, atol=1e-5)
+    assert not pipe.vae.use_tiling
+    # the tiny VAE's default tile (32 px) is too small for its GroupNorms; use the real model's 256 px tiles
+    pipe.vae.tile_sample_min_size, pipe.vae.tile_latent_min_size = 256, 16
+    wide = pipe(gradient_image(1056, 64), style, num_inference_steps=1).images[0]
+    assert wide.size == (1056, 64) and pipe.vae.use_tiling  # automatic above 1024 px

@@ -232,6 +232,8 @@ class ArtFusionPipeline(DiffusionPipeline):
         return_dict: bool = True,
         callback_on_step_end: Callable[[DiffusionPipeline, int, int, dict[str, Any]], dict[str, Any]] | None = None,
         callback_on_step_end_tensor_inputs: list[str] = ("latents",),
+        batch_guidance: bool = True,
+        vae_tiling: bool | None = None,
     ) -> ArtFusionPipelineOutput | tuple:
         r"""Stylize ``content_image`` in the style of ``style_image``.
 
@@ -260,6 +262,10 @@ class ArtFusionPipeline(DiffusionPipeline):
             callback_on_step_end: ``fn(pipe, step_index, timestep, callback_kwargs) -> dict`` called after each
                 step with the tensors named in ``callback_on_step_end_tensor_inputs`` (``latents``,
                 ``noise_pred``: the guided ε, ``pred_original_sample``); a returned ``latents`` replaces them.
+            batch_guidance (`bool`, defaults to True): all guidance branches in one UNet call per step (False runs
+                them one by one: the same result, slower; kept to measure what batching buys).
+            vae_tiling (`bool` or None): encode/decode in overlapping tiles, so very large pictures fit in memory;
+                None turns it on above 1024 px.
         """
         # 1. Check inputs
         self.check_inputs(
@@ -285,6 +291,10 @@ class ArtFusionPipeline(DiffusionPipeline):
         else:
             original_size = (content_image.shape[-1], content_image.shape[-2])
         network_size = self.network_size(*original_size)
+        if vae_tiling if vae_tiling is not None else max(network_size) > 1024:
+            self.vae.enable_tiling()
+        else:
+            self.vae.disable_tiling()
         content = self.encode_content(self._to_pixels(content_image, network_size))
         batch = content.shape[0]
 
@@ -323,7 +333,20 @@ class ArtFusionPipeline(DiffusionPipeline):
         with self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
                 model_input = torch.cat([latents] * branches).to(self.unet.dtype)
-                eps_all = self.unet(model_input, t, content_batch, style_batch).sample.float()
+                if batch_guidance:
+                    eps_all = self.unet(model_input, t, content_batch, style_batch).sample.float()
+                else:
+                    eps_all = torch.cat(
+                        [
+                            self.unet(x, t, c, s).sample.float()
+                            for x, c, s in zip(
+                                model_input.chunk(branches),
+                                content_batch.chunk(branches),
+                                style_batch.chunk(branches),
+                                strict=True,
+                            )
+                        ]
+                    )
                 eps, *unconditional = eps_all.chunk(branches)
                 noise_pred = eps
                 scales = []
