@@ -318,3 +318,10 @@ def test_unbatched_guidance_gives_the_same_picture_and_large_pictures_decode_in_
     pipe.vae.tile_sample_min_size, pipe.vae.tile_latent_min_size = 256, 16
     wide = pipe(gradient_image(1056, 64), style, num_inference_steps=1).images[0]
     assert wide.size == (1056, 64) and pipe.vae.use_tiling  # automatic above 1024 px
+
+
+def test_the_studio_picks_the_attention_kernel_the_benchmark_favours_per_device(saved):
+    method = pipelines.get_method("artfusion")
+    pipe = method.load(str(saved), "cpu", "float32")
+    kinds = {type(m.attention.processor).__name__ for m in pipe.unet.modules() if hasattr(m, "attention")}
+    assert kinds == {"AttnProcessor"}  # classic kernel on CPU; the pipeline's own default is SDPA

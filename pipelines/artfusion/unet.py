@@ -214,6 +214,12 @@ class ArtFusionUNet(ModelMixin, ConfigMixin):
 
         self.out = FinalLayer(channels, out_channels, emb_dim, groups)
 
+    def set_attn_processor(self, processor: object) -> None:
+        """Choose the attention backend of every attention layer (diffusers processors; SDPA is the default)."""
+        for module in self.modules():
+            if isinstance(module, Attention):
+                module.set_processor(processor)
+
     def forward(
         self,
         sample: torch.Tensor,
