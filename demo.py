@@ -457,6 +457,7 @@ def build_demo(
 
         method.change(_method_help, method, method_help, api_visibility="private")
         method.change(_steps_update, method, steps, api_visibility="private")
+        method.change(_style_picker_update, method, style, api_visibility="private")
         for name, group in option_groups.items():  # each method's options show only while it is selected
             method.change(
                 lambda chosen, name=name: gr.update(visible=chosen == name), method, group, api_visibility="private"
@@ -656,6 +657,13 @@ def _extras_for(method: str, option_values: tuple) -> dict[str, Any]:
 
 
 _LEARNING_CANCELS: dict[str, threading.Event] = {}  # browser session → its running style training
+
+
+def _style_picker_update(name: str) -> dict[str, Any]:
+    """Methods that take their style from elsewhere (InST: a learned style) say so on the style picker."""
+    if pipelines.get_method(name).uses_style_image:
+        return gr.update(label="Style")
+    return gr.update(label="Style (not used: this method applies a learned style, chosen under Advanced)")
 
 
 def _pick_preview(evt: gr.SelectData) -> str:

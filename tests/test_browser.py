@@ -99,6 +99,7 @@ def test_learn_a_style_in_the_browser_then_apply_it(browser, running_app, conten
     page.locator("#content-image img").first.wait_for(timeout=30_000)
     page.locator("#method input").click()
     page.get_by_role("option", name="InST (learned styles)").click()
+    page.get_by_text("Style (not used: this method applies a learned style", exact=False).wait_for(timeout=10_000)
     page.get_by_text("Advanced", exact=True).click()
     page.locator("#style_name-previews img").first.click()  # the learned style's thumbnail
     page.wait_for_function(
