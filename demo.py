@@ -149,6 +149,12 @@ def _save(result: StyleResult) -> tuple[Path, Path]:
     return png, before
 
 
+def _as_file(result: StyleResult) -> FileData:
+    """The saved result PNG as the API returns it."""
+    png, _ = _save(result)
+    return FileData(path=str(png), orig_name=png.name, mime_type="image/png")
+
+
 def _summary(meta: dict[str, Any]) -> str:
     where = f"{meta['device']}, via Modal" if meta.get("backend") == "modal" else meta["device"]
     steps = f" · {meta['steps']} steps" if meta["steps"] else ""
@@ -270,8 +276,7 @@ def build_demo(
             extras=options or {},
             backend=backend,
         )
-        png, _ = _save(result)
-        return FileData(path=str(png), orig_name=png.name, mime_type="image/png")
+        return _as_file(result)
 
     with gr.Blocks(title="Style Studio", delete_cache=(3600, 3600)) as demo:
         history = gr.State([])
@@ -612,8 +617,7 @@ def build_demo(
                 weights=weights.get("inst"),
                 extras={**(options or {}), "style_name": style_name},
             )
-            png, _ = _save(result)
-            return FileData(path=str(png), orig_name=png.name, mime_type="image/png")
+            return _as_file(result)
 
         gr.api(styles, api_name="styles", queue=False)
         gr.api(apply_style, api_name="apply_style", concurrency_id="stylize", concurrency_limit=concurrency)
@@ -687,12 +691,7 @@ def _library_gallery() -> list[tuple[str, str]]:
     """Thumbnails and names of the learned styles."""
     from pipelines.inst.library import StyleLibrary
 
-    library = StyleLibrary()
-    return [
-        (str(library.thumbnail_path(e.slug)), e.name)
-        for e in library.list()
-        if library.thumbnail_path(e.slug).is_file()
-    ]
+    return [(path, entry.name) for path, entry in StyleLibrary().thumbnails()]
 
 
 def _upload_path(file: Any, role: str) -> str:

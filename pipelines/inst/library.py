@@ -111,6 +111,10 @@ class StyleLibrary:
             )
         return StyleEntry(**json.loads(meta.read_text()))
 
+    def thumbnails(self) -> list[tuple[str, StyleEntry]]:
+        """(thumbnail path, entry) for every complete entry that has a thumbnail, newest first."""
+        return [(str(self._path(e.slug, ".png")), e) for e in self.list() if self._path(e.slug, ".png").is_file()]
+
     def weights_path(self, name: str) -> Path:
         return self._path(self.get(name).slug, ".safetensors")
 

@@ -41,12 +41,7 @@ def _learned_style_names() -> list[str]:
 def _learned_style_thumbnails() -> list[tuple[str, str]]:
     from pipelines.inst.library import StyleLibrary
 
-    library = StyleLibrary()
-    return [
-        (str(library.thumbnail_path(e.slug)), e.slug)
-        for e in library.list()
-        if library.thumbnail_path(e.slug).is_file()
-    ]
+    return [(path, entry.slug) for path, entry in StyleLibrary().thumbnails()]
 
 
 def load_inst_pipeline(weights: str, device: str, dtype: str) -> Any:
