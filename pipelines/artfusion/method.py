@@ -141,7 +141,7 @@ class ArtFusionMethod(StyleMethod):
             progress(index + 1, steps, f"Denoising step {index + 1}/{steps}")
             return tensors
 
-        hits_before = model.style_cache_hits
+        hits_before = model.style_memo.hits, model.content_memo.hits
         # A CPU generator gives the same start noise on every device for the same seed.
         generator = torch.Generator("cpu").manual_seed(inputs.seed)
         image = model(
@@ -156,5 +156,6 @@ class ArtFusionMethod(StyleMethod):
             generator=generator,
             callback_on_step_end=on_step,
         ).images[0]
-        inputs.notes["style_cache_hit"] = model.style_cache_hits > hits_before
+        inputs.notes["style_cache_hit"] = model.style_memo.hits > hits_before[0]
+        inputs.notes["content_cache_hit"] = model.content_memo.hits > hits_before[1]
         return fade_in_style(inputs.content, image, strength, FADE_IN_BELOW)

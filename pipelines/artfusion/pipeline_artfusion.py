@@ -9,9 +9,7 @@ Spec with every constant: ../shared/research/artfusion.md. In short:
 
 from __future__ import annotations
 
-import hashlib
 import os
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -28,10 +26,12 @@ from pipelines.artfusion.convert import convert_checkpoint, unwrap_state_dict
 from pipelines.artfusion.style_encoder import VGGStyleEncoder
 from pipelines.artfusion.unet import ArtFusionUNet
 from pipelines.core.checkpoints import load_checkpoint
+from pipelines.core.memo import Memo, array_digest
 
 ImageInput = PIL.Image.Image | np.ndarray | torch.Tensor | list[PIL.Image.Image]
 SIZE_MULTIPLE = 32  # VAE downsamples by 16 and the UNet once more by 2
-STYLE_CACHE_SIZE = 64
+STYLE_MEMO_SIZE = 64  # style vectors: 2944 floats each
+CONTENT_MEMO_SIZE = 8  # content latents: 12 KB at 512 px, 1 MB at 2048 px
 
 
 @dataclass
@@ -59,8 +59,9 @@ class ArtFusionPipeline(DiffusionPipeline):
     ) -> None:
         super().__init__()
         self.register_modules(unet=unet, vae=vae, style_encoder=style_encoder, scheduler=scheduler)
-        self._style_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
-        self.style_cache_hits = self.style_cache_misses = 0
+        # Per-picture work users repeat (same style, same photo), remembered across calls.
+        self.style_memo: Memo[torch.Tensor] = Memo(STYLE_MEMO_SIZE)
+        self.content_memo: Memo[torch.Tensor] = Memo(CONTENT_MEMO_SIZE)
 
     @classmethod
     def from_single_file(
@@ -122,7 +123,21 @@ class ArtFusionPipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def encode_content(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Content condition: per-sample, per-channel instance norm of the normalised VAE posterior mean."""
+        """Content condition: per-sample, per-channel instance norm of the normalised VAE posterior mean.
+
+        Remembered by the pixels' hash (the posterior mean is deterministic): another strength, seed or style
+        on the same photo skips the VAE encoder.
+        """
+        tiling = bool(getattr(self.vae, "use_tiling", False))
+        conditions = [
+            self.content_memo.get(
+                array_digest(sample, tiling), lambda sample=sample: self._encode_content(sample[None])
+            )
+            for sample in pixels
+        ]
+        return torch.cat(conditions).to(pixels.device)
+
+    def _encode_content(self, pixels: torch.Tensor) -> torch.Tensor:
         mean, std = self._latent_normalisation()
         latent = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist.mode().float()
         latent = (latent - mean) / std
@@ -132,22 +147,15 @@ class ArtFusionPipeline(DiffusionPipeline):
 
     @torch.no_grad()
     def encode_style(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Style condition (B, 2944), cached by the pixels' hash: a style seen before skips the VGG pass."""
-        vectors = []
-        for sample in pixels:
-            key = hashlib.sha256(sample.detach().float().cpu().numpy().tobytes()).hexdigest() + str(tuple(sample.shape))
-            vector = self._style_cache.get(key)
-            if vector is None:
-                self.style_cache_misses += 1
-                vector = self.style_encoder(sample[None].to(self.style_encoder.dtype)).float()
-                self._style_cache[key] = vector
-                if len(self._style_cache) > STYLE_CACHE_SIZE:
-                    self._style_cache.popitem(last=False)
-            else:
-                self.style_cache_hits += 1
-                self._style_cache.move_to_end(key)
-            vectors.append(vector.to(pixels.device))
-        return torch.cat(vectors)
+        """Style condition (B, 2944), remembered by the pixels' hash: a style seen before skips the VGG pass."""
+        vectors = [
+            self.style_memo.get(
+                array_digest(sample),
+                lambda sample=sample: self.style_encoder(sample[None].to(self.style_encoder.dtype)).float(),
+            )
+            for sample in pixels
+        ]
+        return torch.cat(vectors).to(pixels.device)
 
     def prepare_style(self, style_image: ImageInput, style_size: int | None) -> torch.Tensor:
         """Style pixels: the shorter side scaled to ``style_size`` (aspect kept), or as given when None."""

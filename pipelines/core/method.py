@@ -91,6 +91,9 @@ class MethodInputs:
     dtype: str
     extras: Mapping[str, Any]
     notes: dict[str, Any] = field(default_factory=dict)  # the method records what it derived (goes to metadata)
+    # Pixel digests of the two pictures (as in the metadata), for methods that remember per-picture work.
+    content_digest: str = ""
+    style_digest: str | None = None
 
 
 class StyleMethod(ABC):

@@ -57,6 +57,8 @@ def run(
         if request.style is None:
             raise InvalidRequestError(f"The {method.name} method needs a style image.")
         style = load_image(request.style, role="style", max_side=request.max_side)
+    content_digest = image_digest(content)
+    style_digest = image_digest(style) if style is not None else None
     prepared = time.perf_counter()
 
     # 3. The heavy model, once per process (a cache hit costs nothing).
@@ -68,7 +70,18 @@ def run(
 
     # 4. The method itself (out of memory becomes advice, and the memory is given back for the next request).
     ran = time.perf_counter()
-    inputs = MethodInputs(content, style, request.strength, steps, seed, run_device, dtype, extras)
+    inputs = MethodInputs(
+        content,
+        style,
+        request.strength,
+        steps,
+        seed,
+        run_device,
+        dtype,
+        extras,
+        content_digest=content_digest,
+        style_digest=style_digest,
+    )
     try:
         image = method.run(model, inputs, report).convert("RGB")
     except Exception as exc:
@@ -102,8 +115,8 @@ def run(
         "weights": weights,
         "device": describe_device(run_device),
         "dtype": dtype,
-        "content_digest": image_digest(content),
-        "style_digest": image_digest(style) if style is not None else None,
+        "content_digest": content_digest,
+        "style_digest": style_digest,
         "size": list(image.size),
         "timings": {
             "prepare_s": round(prepared - started, 4),

