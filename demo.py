@@ -32,6 +32,7 @@ from gradio import FileData
 import pipelines
 from pipelines import DEFAULT_MAX_SIDE, OptionSpec, StudioError, StyleRequest, StyleResult
 from pipelines.backends import ModalBackend, choose_backend, modal_configured
+from pipelines.core.compiling import COMPILE_HELP, set_compile
 from pipelines.core.device import cuda_available
 from pipelines.core.request import MAX_SEED
 
@@ -764,6 +765,7 @@ def main(argv: list[str] | None = None) -> None:
         default="auto",
         help="where methods run: auto = local CUDA, else Modal if configured, else this CPU",
     )
+    parser.add_argument("--compile", nargs="?", const="on", default=None, metavar="MODE", help=COMPILE_HELP)
     parser.add_argument(
         "--auth",
         action="append",
@@ -784,6 +786,8 @@ def main(argv: list[str] | None = None) -> None:
         weights[name] = location
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        if args.compile is not None:
+            set_compile(args.compile)
         device = pipelines.resolve_device(args.device) if args.device != "auto" else "auto"
         app = build_demo(args.method, device, weights, backend=args.backend)
     except StudioError as exc:

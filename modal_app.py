@@ -31,6 +31,8 @@ image = (
             "STYLE_STUDIO_CACHE": f"{CACHE}/style-studio",
             "STYLE_STUDIO_LIBRARY": f"{CACHE}/styles",
             "GRADIO_ANALYTICS_ENABLED": "False",
+            # `STYLE_STUDIO_COMPILE=on modal deploy modal_app.py`: CUDA-graph the denoiser (slower first picture)
+            "STYLE_STUDIO_COMPILE": os.environ.get("STYLE_STUDIO_COMPILE", "off"),
         }
     )
     .add_local_python_source("pipelines")  # last: mounted at start, so code changes need no image rebuild

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import pipelines
 from pipelines import DEFAULT_MAX_SIDE, DEVICE_CHOICES, StudioError, StyleRequest
+from pipelines.core.compiling import COMPILE_HELP, set_compile
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--preserve-color", action="store_true", help="keep the content's colours")
     run.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)} or cuda:N")
     run.add_argument("--weights", default=None, help="weights location for the method (path or Hub repo id)")
+    run.add_argument("--compile", nargs="?", const="on", default=None, metavar="MODE", help=COMPILE_HELP)
     run.add_argument("--style-name", default=None, metavar="NAME", help="a learned style from the library (inst)")
     _add_inst_model_arguments(run)
     run.add_argument(
@@ -142,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _stylize(args: argparse.Namespace) -> int:
+    if args.compile is not None:
+        set_compile(args.compile)
     if args.replay:
         request = pipelines.request_from_metadata(pipelines.read_png_metadata(args.replay), args.content, args.style)
     else:

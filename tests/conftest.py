@@ -115,3 +115,4 @@ def relative_error(actual, reference) -> float:
 def studio_cache(tmp_path, monkeypatch):
     """Converted weights and other studio files go to the test's temporary folder, never ~/.cache."""
     monkeypatch.setenv("STYLE_STUDIO_CACHE", str(tmp_path / "studio-cache"))
+    monkeypatch.delenv("STYLE_STUDIO_COMPILE", raising=False)  # eager unless a test opts in (undone after it)

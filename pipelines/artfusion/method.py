@@ -18,6 +18,7 @@ from typing import Any
 
 from PIL import Image
 
+from pipelines.core.compiling import compile_denoiser, compile_mode
 from pipelines.core.images import fade_in_style
 from pipelines.core.method import MethodInputs, OptionSpec, ProgressCallback, StepsSpec, StyleMethod
 
@@ -123,7 +124,9 @@ class ArtFusionMethod(StyleMethod):
             from diffusers.models.attention_processor import AttnProcessor
 
             pipe.unet.set_attn_processor(AttnProcessor())
-        return pipe.to(device)
+        pipe = pipe.to(device)
+        pipe.unet = compile_denoiser(pipe.unet, device)  # opt-in (--compile); eager otherwise
+        return pipe
 
     def run(self, model: Any, inputs: MethodInputs, progress: ProgressCallback) -> Image.Image:
         import torch
@@ -157,5 +160,7 @@ class ArtFusionMethod(StyleMethod):
             callback_on_step_end=on_step,
         ).images[0]
         inputs.notes["style_cache_hit"] = model.style_memo.hits > hits_before[0]
+        if compile_mode(inputs.device):
+            inputs.notes["compiled"] = compile_mode(inputs.device)
         inputs.notes["content_cache_hit"] = model.content_memo.hits > hits_before[1]
         return fade_in_style(inputs.content, image, strength, FADE_IN_BELOW)

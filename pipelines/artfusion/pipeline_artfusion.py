@@ -20,12 +20,13 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline
 from diffusers.utils import BaseOutput
-from diffusers.utils.torch_utils import randn_tensor
+from diffusers.utils.torch_utils import is_compiled_module, randn_tensor
 
 from pipelines.artfusion.convert import convert_checkpoint, unwrap_state_dict
 from pipelines.artfusion.style_encoder import VGGStyleEncoder
 from pipelines.artfusion.unet import ArtFusionUNet
 from pipelines.core.checkpoints import load_checkpoint
+from pipelines.core.compiling import mark_step_begin
 from pipelines.core.memo import Memo, array_digest
 
 ImageInput = PIL.Image.Image | np.ndarray | torch.Tensor | list[PIL.Image.Image]
@@ -338,9 +339,12 @@ class ArtFusionPipeline(DiffusionPipeline):
 
         # 6. Denoising loop (latents stay float32; the UNet runs in its own dtype)
         noise_pred = pred_original_sample = None
+        compiled = is_compiled_module(self.unet)
         with self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
                 model_input = torch.cat([latents] * branches).to(self.unet.dtype)
+                if compiled:
+                    mark_step_begin()
                 if batch_guidance:
                     eps_all = self.unet(model_input, t, content_batch, style_batch).sample.float()
                 else:
@@ -355,6 +359,8 @@ class ArtFusionPipeline(DiffusionPipeline):
                             )
                         ]
                     )
+                if compiled:
+                    eps_all = eps_all.clone()  # a CUDA-graph output is overwritten by the next replay
                 eps, *unconditional = eps_all.chunk(branches)
                 noise_pred = eps
                 scales = []
