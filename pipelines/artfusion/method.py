@@ -35,6 +35,26 @@ def guidance_scales(strength: float) -> tuple[float, float]:
     return c0 * (c1 / c0) ** strength, s0 * (s1 / s0) ** strength
 
 
+def configure_for_device(pipe: Any, device: str) -> Any:
+    """The device choices every ArtFusion pipeline gets (the studio's and the benchmarks'): TF32 and SDPA on
+    CUDA, the size-aware classic kernel on CPU, and the opt-in compile of the denoiser."""
+    import torch
+
+    pipe.set_progress_bar_config(disable=True)
+    if device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    elif device == "cpu":
+        # Measured by `python -m bench`: on CPU the classic attention kernel beats PyTorch SDPA for this model
+        # (full size, 256 px: 0.88× the time) while the picture is small enough; see attention.py.
+        from pipelines.artfusion.attention import SizeAwareAttnProcessor
+
+        pipe.unet.set_attn_processor(SizeAwareAttnProcessor())
+    pipe = pipe.to(device)
+    pipe.unet = compile_denoiser(pipe.unet, device)  # opt-in (--compile); eager otherwise
+    return pipe
+
+
 class ArtFusionMethod(StyleMethod):
     name = "artfusion"
     label = "ArtFusion (diffusion, any style)"
@@ -114,19 +134,7 @@ class ArtFusionMethod(StyleMethod):
 
         folder = resolve_weights(weights)
         pipe = ArtFusionPipeline.from_pretrained(folder, dtype=getattr(torch, dtype))
-        pipe.set_progress_bar_config(disable=True)
-        if device.startswith("cuda"):
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
-        elif device == "cpu":
-            # Measured by `python -m bench`: on CPU the classic attention kernel beats PyTorch SDPA for this model
-            # (full size, 256 px: 0.88× the time); on CUDA SDPA (flash/memory-efficient) stays the choice.
-            from diffusers.models.attention_processor import AttnProcessor
-
-            pipe.unet.set_attn_processor(AttnProcessor())
-        pipe = pipe.to(device)
-        pipe.unet = compile_denoiser(pipe.unet, device)  # opt-in (--compile); eager otherwise
-        return pipe
+        return configure_for_device(pipe, device)
 
     def run(self, model: Any, inputs: MethodInputs, progress: ProgressCallback) -> Image.Image:
         import torch
