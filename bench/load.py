@@ -1,6 +1,6 @@
 """Load run: many concurrent gradio_client clients against the real app on 127.0.0.1.
 
-    python -m bench.load [--clients 32] [--requests 4] [--method fast|artfusion] [--timeout 120]
+    python -m bench.load [--clients 32] [--requests 4] [--method fast|artfusion] [--timeout 120] [--device cpu]
 
 Starts ``demo.py`` in a subprocess (tiny random ArtFusion weights for ``--method artfusion``), then every client
 sends its requests one after another, each with its own seed. Checks that every request gets its own result
@@ -40,7 +40,7 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def start_server(method: str, port: int) -> subprocess.Popen:
+def start_server(method: str, port: int, device: str = "cpu") -> subprocess.Popen:
     command = [
         sys.executable,
         "demo.py",
@@ -49,7 +49,7 @@ def start_server(method: str, port: int) -> subprocess.Popen:
         "--port",
         str(port),
         "--device",
-        "cpu",
+        device,
         "--backend",
         "local",
         "--method",
@@ -75,24 +75,18 @@ def start_server(method: str, port: int) -> subprocess.Popen:
     raise SystemExit("the app did not start within 120 s")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--requests", type=int, default=4)
-    parser.add_argument("--method", default="fast", choices=["fast", "artfusion"])
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds one request may take, queue included")
-    args = parser.parse_args()
-
+def run_load(method: str, clients: int, requests: int, timeout: float, device: str = "cpu") -> dict:
+    """Start the app, let ``clients`` clients send ``requests`` requests each, and return the figures."""
     from gradio_client import Client, handle_file
 
     from pipelines import read_png_metadata
 
     port = free_port()
-    server = start_server(args.method, port)
+    server = start_server(method, port, device)
     url = f"http://127.0.0.1:{port}/"
     content = str(ROOT / "assets" / "content" / "chelsea.jpg")
     style = str(ROOT / "assets" / "style" / "van-gogh-starry-night.jpg")
-    extra = {"steps": 2} if args.method == "artfusion" else {}
+    extra = {"steps": 2} if method == "artfusion" else {}
     outcomes: list[dict] = []
     lock = threading.Lock()
     rss_samples = [rss_mb(server.pid)]
@@ -105,7 +99,7 @@ def main() -> None:
 
     def client_run(index: int) -> None:
         client = Client(url, verbose=False)
-        for number in range(args.requests):
+        for number in range(requests):
             seed = index * 1000 + number  # unique per request: the result must carry this very seed
             strength = round(0.3 + 0.1 * (number % 5), 2)
             began = time.perf_counter()
@@ -114,14 +108,14 @@ def main() -> None:
                 job = client.submit(
                     content=handle_file(content),
                     style=handle_file(style),
-                    method=args.method,
+                    method=method,
                     strength=strength,
                     seed=seed,
                     max_side=256,
                     api_name="/stylize",
                     **extra,
                 )
-                path = job.result(timeout=args.timeout)
+                path = job.result(timeout=timeout)
                 meta = read_png_metadata(path)
                 outcome["status"] = "ok" if (meta["seed"], meta["strength"]) == (seed, strength) else "mixed-up"
             except TimeoutError:
@@ -134,7 +128,7 @@ def main() -> None:
 
     threading.Thread(target=sample_rss, daemon=True).start()
     began = time.perf_counter()
-    threads = [threading.Thread(target=client_run, args=(i,)) for i in range(args.clients)]
+    threads = [threading.Thread(target=client_run, args=(i,)) for i in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -149,12 +143,12 @@ def main() -> None:
     for outcome in outcomes:
         counts[outcome["status"]] = counts.get(outcome["status"], 0) + 1
     latencies = sorted(o["latency_s"] for o in outcomes if o["status"] == "ok")
-    expected = args.clients * args.requests
+    expected = clients * requests
     result = {
         "benchmark": "load",
-        "method": args.method,
-        "clients": args.clients,
-        "requests_per_client": args.requests,
+        "method": method,
+        "clients": clients,
+        "requests_per_client": requests,
         "requests": expected,
         "answered": len(outcomes),
         "outcomes": counts,
@@ -163,13 +157,26 @@ def main() -> None:
         "throughput_per_s": round(counts.get("ok", 0) / elapsed, 2),
         "wall_s": round(elapsed, 1),
         "rss_mb": {"start": round(rss_samples[0]), "peak": round(max(rss_samples)), "end": round(rss_after)},
+        "device": device,
         "cpu_cores": os.cpu_count(),
     }
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--requests", type=int, default=4)
+    parser.add_argument("--method", default="fast", choices=["fast", "artfusion"])
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds one request may take, queue included")
+    parser.add_argument("--device", default="cpu", help="the app's --device")
+    args = parser.parse_args()
+    result = run_load(args.method, args.clients, args.requests, args.timeout, args.device)
     print(json.dumps(result, indent=2))
-    (ROOT / "bench" / "results" / f"load_{args.method}.json").write_text(json.dumps(result, indent=2) + "\n")
-    bad = {k: v for k, v in counts.items() if k not in ("ok", "queue-full")}
-    if len(outcomes) != expected or bad:
-        raise SystemExit(f"FAILED: {expected - len(outcomes)} lost, problems: {bad}")
+    (ROOT / "bench" / "results" / f"load_{result['method']}.json").write_text(json.dumps(result, indent=2) + "\n")
+    bad = {k: v for k, v in result["outcomes"].items() if k not in ("ok", "queue-full")}
+    if result["answered"] != result["requests"] or bad:
+        raise SystemExit(f"FAILED: {result['requests'] - result['answered']} lost, problems: {bad}")
 
 
 if __name__ == "__main__":
