@@ -103,3 +103,19 @@ def test_cli_refuses_an_unknown_compile_mode_in_one_line(capsys, content_path, s
     code = main(["stylize", "--content", str(content_path), "--style", str(style_path), "--compile", "turbo"])
     err = capsys.readouterr().err
     assert code == 2 and "Unknown compile setting 'turbo'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_app_flag_sets_the_mode_for_the_process_and_refuses_nonsense(monkeypatch, capsys):
+    import demo
+
+    launched = []
+    monkeypatch.setattr(
+        demo, "build_demo", lambda *a, **k: type("App", (), {"launch": lambda self, **kw: launched.append(kw)})()
+    )
+    monkeypatch.setattr(demo, "_preload", lambda *a, **k: None)
+    monkeypatch.setattr(demo, "_clean_results_forever", lambda: None)
+    demo.main(["--compile", "--backend", "local", "--device", "cpu"])
+    assert launched and compile_mode("cuda") == "reduce-overhead"
+    with pytest.raises(SystemExit) as stop:
+        demo.main(["--compile", "turbo"])
+    assert stop.value.code == 2 and "Unknown compile setting 'turbo'" in capsys.readouterr().err
