@@ -137,3 +137,30 @@ def test_learned_styles_are_listed_and_applied_through_the_api(app_models, clien
         client.predict(
             content=handle_file(str(content_path)), style_name="ghost", steps=5, max_side=64, api_name="/apply_style"
         )
+
+
+def test_app_start_preloads_the_default_method_in_the_background(monkeypatch):
+    """The server starts listening at once; the model loads beside it, so the first user rarely pays the load."""
+    import threading
+
+    import demo
+
+    release, started, loading = threading.Event(), threading.Event(), []
+    launched = []
+
+    def slow_preload(method, device, weights):
+        loading.append(threading.current_thread().name)
+        started.set()
+        release.wait(10)
+
+    monkeypatch.setattr(demo, "_preload", slow_preload)
+    monkeypatch.setattr(demo, "_clean_results_forever", lambda: None)
+    monkeypatch.setattr(
+        demo, "build_demo", lambda *a, **k: type("App", (), {"launch": lambda self, **kw: launched.append(kw)})()
+    )
+    demo.main(["--backend", "local", "--device", "cpu", "--method", "fast"])
+    try:
+        assert launched, "launch must not wait for the model"
+        assert started.wait(10) and loading == ["preload"]
+    finally:
+        release.set()
