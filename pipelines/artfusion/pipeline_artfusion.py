@@ -90,7 +90,9 @@ class ArtFusionPipeline(DiffusionPipeline):
         """The nearest (width, height) the network accepts: both multiples of 32, at least 32."""
         return tuple(max(SIZE_MULTIPLE, round(side / SIZE_MULTIPLE) * SIZE_MULTIPLE) for side in (width, height))
 
-    def _to_pixels(self, image: ImageInput, size: tuple[int, int] | None) -> torch.Tensor:
+    def _to_pixels(
+        self, image: ImageInput, size: tuple[int, int] | None, device: torch.device | None = None
+    ) -> torch.Tensor:
         """Images → (B, 3, H, W) float32 in [-1, 1] on the pipeline's device, resized to ``size`` (W, H) if given.
 
         Tensors are taken as (B, 3, H, W) or (3, H, W) in [0, 1]; arrays as (H, W, 3) or (B, H, W, 3), uint8 or
@@ -114,10 +116,12 @@ class ArtFusionPipeline(DiffusionPipeline):
             pixels = (image[None] if image.ndim == 3 else image).float() * 2.0 - 1.0
             if size is not None and tuple(pixels.shape[-1:-3:-1]) != size:
                 pixels = F.interpolate(pixels, size=(size[1], size[0]), mode="bicubic", antialias=True).clamp(-1, 1)
-        return pixels.to(self._execution_device)
+        return pixels.to(device or self._execution_device)
 
-    def _latent_normalisation(self) -> tuple[torch.Tensor, torch.Tensor]:
-        device = self._execution_device
+    def _latent_normalisation(self, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        # Pipeline properties such as _execution_device and module dtypes walk every submodule (about a
+        # millisecond each on the full model), so __call__ looks them up once and passes them down.
+        device = device or self._execution_device
         mean = torch.tensor(self.vae.config.latents_mean, device=device).view(1, -1, 1, 1)
         std = torch.tensor(self.vae.config.latents_std, device=device).view(1, -1, 1, 1)
         return mean, std
@@ -139,7 +143,7 @@ class ArtFusionPipeline(DiffusionPipeline):
         return torch.cat(conditions).to(pixels.device)
 
     def _encode_content(self, pixels: torch.Tensor) -> torch.Tensor:
-        mean, std = self._latent_normalisation()
+        mean, std = self._latent_normalisation(pixels.device)
         latent = self.vae.encode(pixels.to(self.vae.dtype)).latent_dist.mode().float()
         latent = (latent - mean) / std
         channel_std, channel_mean = torch.std_mean(latent, dim=(2, 3), keepdim=True, unbiased=True)
@@ -158,7 +162,9 @@ class ArtFusionPipeline(DiffusionPipeline):
         ]
         return torch.cat(vectors).to(pixels.device)
 
-    def prepare_style(self, style_image: ImageInput, style_size: int | None) -> torch.Tensor:
+    def prepare_style(
+        self, style_image: ImageInput, style_size: int | None, device: torch.device | None = None
+    ) -> torch.Tensor:
         """Style pixels: the shorter side scaled to ``style_size`` (aspect kept), or as given when None."""
         if style_size is not None:
             images = [style_image] if isinstance(style_image, PIL.Image.Image) else style_image
@@ -172,17 +178,21 @@ class ArtFusionPipeline(DiffusionPipeline):
                             PIL.Image.Resampling.BICUBIC,
                         )
                     )
-                return self._to_pixels(resized, None)
-            pixels = self._to_pixels(style_image, None)
+                return self._to_pixels(resized, None, device)
+            pixels = self._to_pixels(style_image, None, device)
             scale = style_size / min(pixels.shape[-2:])
             size = (max(1, round(pixels.shape[-2] * scale)), max(1, round(pixels.shape[-1] * scale)))
             return F.interpolate(pixels, size=size, mode="bicubic", antialias=True).clamp(-1, 1)
-        return self._to_pixels(style_image, None)
+        return self._to_pixels(style_image, None, device)
 
     def _initial_noise(
-        self, shape: tuple[int, ...], init_noise: str, generator: torch.Generator | list[torch.Generator] | None
+        self,
+        shape: tuple[int, ...],
+        init_noise: str,
+        generator: torch.Generator | list[torch.Generator] | None,
+        device: torch.device | None = None,
     ) -> torch.Tensor:
-        device = self._execution_device
+        device = device or self._execution_device
         if init_noise == "gaussian":
             return randn_tensor(shape, generator=generator, device=device, dtype=torch.float32)
         # The original notebook starts from torch.rand_like (uniform in [0, 1)), almost surely by accident.
@@ -304,12 +314,12 @@ class ArtFusionPipeline(DiffusionPipeline):
             self.vae.enable_tiling()
         else:
             self.vae.disable_tiling()
-        content = self.encode_content(self._to_pixels(content_image, network_size))
+        content = self.encode_content(self._to_pixels(content_image, network_size, device))
         batch = content.shape[0]
 
         # 3. Style: the VGG statistics (cached) and the null style
         if style_features is None:
-            style_features = self.encode_style(self.prepare_style(style_image, style_size))
+            style_features = self.encode_style(self.prepare_style(style_image, style_size, device))
         style = style_features.to(device=device, dtype=torch.float32)
         if style.shape[0] == 1 and batch > 1:
             style = style.expand(batch, -1)
@@ -324,15 +334,16 @@ class ArtFusionPipeline(DiffusionPipeline):
             contents.append(content)
             styles.append(null_style)
         branches = len(contents)
-        content_batch = torch.cat(contents).to(self.unet.dtype)
-        style_batch = torch.cat(styles).to(self.unet.dtype)
+        unet_dtype = self.unet.dtype  # looked up once: the property walks every submodule
+        content_batch = torch.cat(contents).to(unet_dtype)
+        style_batch = torch.cat(styles).to(unet_dtype)
 
         # 5. Timesteps and start noise
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         timesteps = self.scheduler.timesteps
         shape = tuple(content.shape)
         if latents is None:
-            latents = self._initial_noise(shape, init_noise, generator)
+            latents = self._initial_noise(shape, init_noise, generator, device)
         elif tuple(latents.shape) != shape:
             raise ValueError(f"latents must have shape {shape} for this content, got {tuple(latents.shape)}")
         latents = latents.to(device=device, dtype=torch.float32) * self.scheduler.init_noise_sigma
@@ -342,7 +353,7 @@ class ArtFusionPipeline(DiffusionPipeline):
         compiled = is_compiled_module(self.unet)
         with self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
-                model_input = torch.cat([latents] * branches).to(self.unet.dtype)
+                model_input = torch.cat([latents] * branches).to(unet_dtype)
                 if compiled:
                     mark_step_begin()
                 if batch_guidance:
@@ -388,7 +399,7 @@ class ArtFusionPipeline(DiffusionPipeline):
         if output_type == "latent":
             images = latents
         else:
-            mean, std = self._latent_normalisation()
+            mean, std = self._latent_normalisation(device)
             decoded = self.vae.decode((latents * std + mean).to(self.vae.dtype)).sample.float()
             images = ((decoded + 1.0) / 2.0).clamp(0.0, 1.0)
             if network_size != original_size:
