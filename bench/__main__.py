@@ -18,6 +18,7 @@ Prints a table; writes bench/results/bench.json (with device and versions) and b
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import resource
@@ -68,12 +69,14 @@ def medians(times: dict[str, list[float]]) -> dict[str, float]:
 def cold_start(method: str, weights: str | None, side: int, steps: int | None) -> dict[str, float | None]:
     """A fresh Python process to its first stylized image (weights on local disk), and that process's peaks."""
     code = (
-        "import resource, sys, pipelines\n"
+        "import sys, pipelines\n"
         f"pipelines.stylize({str(CONTENT)!r}, {str(STYLE)!r}, method={method!r}, weights={weights!r}, "
         f"max_side={side}, steps={steps!r}, seed=0, device='auto')\n"
         "torch = sys.modules.get('torch')  # only if the method imported it: the fast engine does not\n"
         "cuda = torch.cuda.max_memory_allocated() / 2**20 if torch and torch.cuda.is_available() else None\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, cuda)\n"
+        # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork and exec
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
+        "print(int(hwm) / 1024, cuda)\n"
     )
     began = time.perf_counter()
     done = subprocess.run(
@@ -135,34 +138,43 @@ def artfusion_full_size(device: str, side: int, steps: int, repeats: int, with_c
     style = Image.open(STYLE).convert("RGB")
     default_processor = next(m.processor for m in pipe.unet.modules() if hasattr(m, "processor"))
 
-    def call(forget: bool = False, **kwargs):
+    # Each variant is its own copy of the denoiser (same weights), swapped in for its turn, so that all of
+    # them can run interleaved: machine noise then hits every variant alike.
+    eager = pipe.unet
+    other_attention = copy.deepcopy(eager)
+    other = AttnProcessor() if isinstance(default_processor, AttnProcessor2_0) else AttnProcessor2_0()
+    other_attention.set_attn_processor(other)
+    channels_last = copy.deepcopy(eager).to(memory_format=torch.channels_last)
+
+    def call(unet=eager, forget: bool = False, **kwargs):
         def run():
+            pipe.unet = unet
             if forget:
                 pipe.style_memo.clear()
                 pipe.content_memo.clear()
             pipe(content, style, num_inference_steps=steps, generator=torch.Generator().manual_seed(0), **kwargs)
+            synchronize()
 
         return run
 
-    seconds = {"studio defaults": median_time(call(), repeats)}
-    seconds["without batched guidance"] = median_time(call(batch_guidance=False), repeats)
-    seconds["without the per-picture memos"] = median_time(call(forget=True), repeats)
-    other = AttnProcessor() if isinstance(default_processor, AttnProcessor2_0) else AttnProcessor2_0()
-    pipe.unet.set_attn_processor(other)
-    seconds[f"attention: {type(other).__name__} instead"] = median_time(call(), repeats)
-    pipe.unet.set_attn_processor(default_processor)
-    pipe.unet.to(memory_format=torch.channels_last)
-    seconds["with channels-last (candidate)"] = median_time(call(), repeats)
-    pipe.unet.to(memory_format=torch.contiguous_format)
+    variants = {
+        "studio defaults": call(),
+        "without batched guidance": call(batch_guidance=False),
+        "without the per-picture memos": call(forget=True),
+        f"attention: {type(other).__name__} instead": call(other_attention),
+        "with channels-last (candidate)": call(channels_last),
+    }
     first_compiled = None
     if with_compile:
-        eager_unet = pipe.unet
-        pipe.unet = torch.compile(eager_unet, fullgraph=True, dynamic=False)
+        mode = "reduce-overhead" if device.startswith("cuda") else "default"  # as `--compile on` chooses
+        compiled = torch.compile(eager, mode=mode, fullgraph=True, dynamic=False)
         began = time.perf_counter()
-        call()()
+        call(compiled)()
         first_compiled = time.perf_counter() - began
-        seconds["with torch.compile (opt-in)"] = median_time(call(), repeats)
-        pipe.unet = eager_unet
+        variants["with torch.compile (opt-in)"] = call(compiled)
+    seconds = medians(interleaved(variants, repeats))
+    pipe.unet = eager
+    del other_attention, channels_last
 
     # The denoiser alone: FLOPs per step (counted, not timed) and the FLOP/s it reaches.
     latent_hw = (side // 16, side // 16)
@@ -247,13 +259,13 @@ def main() -> None:
     fast = medians(measure_fast_engine(content512, style512, 0.7, repeats * 2))
 
     from pipelines.artfusion import ArtFusionPipeline
-    from pipelines.artfusion.method import guidance_scales
+    from pipelines.artfusion.method import configure_for_device, guidance_scales
 
     side = 256
     content_d = pipelines.load_image(CONTENT, max_side=side)
     style_d = pipelines.load_image(STYLE, max_side=side)
-    bare_pipe = ArtFusionPipeline.from_pretrained(tiny_artfusion).to(device)
-    bare_pipe.set_progress_bar_config(disable=True)
+    # The bare pipeline with the studio's device choices (attention kernel etc.), so only the request path differs.
+    bare_pipe = configure_for_device(ArtFusionPipeline.from_pretrained(tiny_artfusion), device)
     scales = guidance_scales(0.7)
     diffusion = medians(
         interleaved(
@@ -264,7 +276,6 @@ def main() -> None:
                     num_inference_steps=10,
                     content_guidance_scale=scales[0],
                     style_guidance_scale=scales[1],
-                    style_size=256,  # what the studio method passes by default: the same work on both sides
                     generator=torch.Generator().manual_seed(0),
                 ),
                 "studio": lambda: pipelines.stylize(
@@ -376,7 +387,7 @@ def main() -> None:
         ("artfusion tiny 256 px, 10 steps: studio", diffusion["studio"]),
         ("inst tiny: apply, 20 steps", inst_apply),
     ]
-    rows += [(f"artfusion full {full_side} px, {full_steps} steps: {k}", v) for k, v in full["seconds"].items()]
+    rows += [(f"artfusion full {full_side}px/{full_steps} steps: {k}", v) for k, v in full["seconds"].items()]
     ratios = [(f"fast: {name} / directly", value) for name, value in fast_ratio.items() if name != BASELINE]
     ratios.append(("artfusion tiny: studio / bare pipeline", diffusion["studio"] / diffusion["bare"]))
     ratios += [

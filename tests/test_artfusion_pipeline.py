@@ -336,43 +336,8 @@ def test_unbatched_guidance_gives_the_same_picture_and_large_pictures_decode_in_
     assert wide.size == (1056, 64) and pipe.vae.use_tiling  # automatic above 1024 px
 
 
-def test_the_studio_picks_the_attention_kernel_the_benchmark_favours_per_device(saved):
+def test_the_studio_uses_sdpa_attention_on_every_device(saved):
     method = pipelines.get_method("artfusion")
     pipe = method.load(str(saved), "cpu", "float32")
     kinds = {type(m.attention.processor).__name__ for m in pipe.unet.modules() if hasattr(m, "attention")}
-    assert kinds == {
-        "SizeAwareAttnProcessor"
-    }  # classic kernel on CPU for small pictures; the pipeline's default is SDPA
-
-
-def test_size_aware_attention_uses_classic_below_the_limit_and_sdpa_above_with_the_same_answer():
-    from diffusers.models.attention_processor import Attention
-
-    from pipelines.artfusion.attention import SizeAwareAttnProcessor
-
-    torch.manual_seed(0)
-    attention = Attention(query_dim=64, heads=2, dim_head=32, bias=True, out_bias=True).eval()
-    processor = SizeAwareAttnProcessor(max_tokens=100)
-    used = []
-
-    class Spy:
-        def __init__(self, kernel, name):
-            self.kernel, self.name = kernel, name
-
-        def __call__(self, *args, **kwargs):
-            used.append(self.name)
-            return self.kernel(*args, **kwargs)
-
-    classic, sdpa = processor.classic, processor.sdpa
-    processor.classic, processor.sdpa = Spy(classic, "classic"), Spy(sdpa, "sdpa")
-    attention.set_processor(processor)
-    small, large = torch.randn(3, 100, 64), torch.randn(1, 101, 64)
-    with torch.no_grad():
-        out_small, out_large = attention(small), attention(large)
-        attention.set_processor(sdpa)
-        reference_small = attention(small)
-        attention.set_processor(classic)
-        reference_large = attention(large)
-    assert used == ["classic", "sdpa"]
-    torch.testing.assert_close(out_small, reference_small, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(out_large, reference_large, atol=1e-5, rtol=1e-5)
+    assert kinds == {"AttnProcessor2_0"}  # the benchmark's choice on CPU too; never materialises the scores

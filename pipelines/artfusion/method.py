@@ -36,20 +36,16 @@ def guidance_scales(strength: float) -> tuple[float, float]:
 
 
 def configure_for_device(pipe: Any, device: str) -> Any:
-    """The device choices every ArtFusion pipeline gets (the studio's and the benchmarks'): TF32 and SDPA on
-    CUDA, the size-aware classic kernel on CPU, and the opt-in compile of the denoiser."""
+    """The device choices every ArtFusion pipeline gets (the studio's and the benchmarks'): TF32 on CUDA, and the
+    opt-in compile of the denoiser. Attention stays PyTorch SDPA everywhere: on the CPU the classic kernel
+    measured the same at 256 px and 1.04× slower at 512 px (`python -m bench`, interleaved), and SDPA never
+    materialises the score matrix, which at 2048 px would be ~19 GB."""
     import torch
 
     pipe.set_progress_bar_config(disable=True)
     if device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    elif device == "cpu":
-        # Measured by `python -m bench`: on CPU the classic attention kernel beats PyTorch SDPA for this model
-        # (full size, 256 px: 0.88× the time) while the picture is small enough; see attention.py.
-        from pipelines.artfusion.attention import SizeAwareAttnProcessor
-
-        pipe.unet.set_attn_processor(SizeAwareAttnProcessor())
     pipe = pipe.to(device)
     pipe.unet = compile_denoiser(pipe.unet, device)  # opt-in (--compile); eager otherwise
     return pipe
