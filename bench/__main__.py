@@ -267,7 +267,8 @@ def main() -> None:
     content_d = pipelines.load_image(CONTENT, max_side=side)
     style_d = pipelines.load_image(STYLE, max_side=side)
     # The bare pipeline with the studio's device choices (attention kernel etc.), so only the request path differs.
-    bare_pipe = configure_for_device(ArtFusionPipeline.from_pretrained(tiny_artfusion), device)
+    dtype = getattr(torch, pipelines.get_method("artfusion").dtype_for(device))  # bf16 on CUDA, as the studio
+    bare_pipe = configure_for_device(ArtFusionPipeline.from_pretrained(tiny_artfusion, dtype=dtype), device)
     scales = guidance_scales(0.7)
     diffusion = medians(
         interleaved(
