@@ -1,10 +1,14 @@
 """The /stylize API through gradio_client against the real app on 127.0.0.1."""
 
+from pathlib import Path
+
 import pytest
+from conftest import gradient_image
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
+import pipelines
 from pipelines import read_png_metadata
 
 pytestmark = pytest.mark.server
@@ -164,3 +168,17 @@ def test_app_start_preloads_the_default_method_in_the_background(monkeypatch):
         assert started.wait(10) and loading == ["preload"]
     finally:
         release.set()
+
+
+def test_api_writes_only_the_result_and_the_ui_adds_a_jpeg_before_picture(tmp_path, monkeypatch):
+    import demo
+
+    monkeypatch.setattr(demo, "RESULTS_DIR", tmp_path)
+    result = pipelines.stylize(gradient_image(96, 64), gradient_image(64, 64, seed=1), method="fast", seed=5)
+    api_file = Path(demo._as_file(result).path)
+    assert [p.name for p in api_file.parent.iterdir()] == [api_file.name]  # nothing the API does not return
+    assert read_png_metadata(api_file)["seed"] == 5
+    png, before = demo._save_with_before(result)
+    assert before.parent == png.parent and before.suffix == ".jpg"
+    with Image.open(before) as picture:
+        assert picture.size == result.image.size
