@@ -13,7 +13,8 @@ container):
   ``max-autotune-no-cudagraphs``.
 
 Every picture size is compiled once (``dynamic=False``: static shapes give the fastest kernels and are what
-CUDA graphs need), so a server that sees many sizes should also fix ``max_side``.
+CUDA graphs need), so a server that sees many sizes should also fix ``max_side``; beyond torch's recompile limit
+(``torch._dynamo.config.cache_size_limit``, 8 by default) further sizes run eagerly, with a warning in the log.
 """
 
 from __future__ import annotations
