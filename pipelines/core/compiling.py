@@ -14,7 +14,7 @@ container):
 
 Every picture size is compiled once (``dynamic=False``: static shapes give the fastest kernels and are what
 CUDA graphs need), so a server that sees many sizes should also fix ``max_side``; beyond torch's recompile limit
-(``torch._dynamo.config.cache_size_limit``, 8 by default) further sizes run eagerly, with a warning in the log.
+(``torch._dynamo.config.recompile_limit``, 8 by default) further sizes run eagerly, with a warning in the log.
 """
 
 from __future__ import annotations
