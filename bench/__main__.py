@@ -22,7 +22,6 @@ import copy
 import json
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,9 +32,11 @@ import torch
 from PIL import Image, ImageDraw
 
 import pipelines
-from bench.artfusion import denoiser_flops, denoiser_inputs, gpu_peak_tflops
-from bench.fast_engine import BASELINE, interleaved
+from bench.artfusion import denoiser_figures, full_size_pipeline
+from bench.fast_engine import BASELINE
 from bench.fast_engine import measure as measure_fast_engine
+from bench.load import free_port
+from bench.timing import interleaved, median_time, medians, synchronize
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the tiny model builders the tests use
@@ -43,27 +44,6 @@ sys.path.insert(0, str(ROOT / "tests"))  # the tiny model builders the tests use
 CONTENT = ROOT / "assets" / "content" / "chelsea.jpg"
 STYLE = ROOT / "assets" / "style" / "van-gogh-starry-night.jpg"
 OTHER_CONTENT = ROOT / "assets" / "content" / "rocket.jpg"
-
-
-def synchronize() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def median_time(run, repeats: int) -> float:
-    run()  # warm-up
-    times = []
-    for _ in range(repeats):
-        synchronize()
-        began = time.perf_counter()
-        run()
-        synchronize()
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
-
-
-def medians(times: dict[str, list[float]]) -> dict[str, float]:
-    return {name: statistics.median(samples) for name, samples in times.items()}
 
 
 def cold_start(method: str, weights: str | None, side: int, steps: int | None) -> dict[str, float | None]:
@@ -89,8 +69,6 @@ def cold_start(method: str, weights: str | None, side: int, steps: int | None) -
 
 def http_round_trip(weights: dict[str, str], repeats: int) -> float | None:
     """Median seconds of /stylize through gradio_client, or None where Gradio is not installed (GPU images)."""
-    import socket
-
     try:
         from gradio_client import Client, handle_file
 
@@ -98,9 +76,7 @@ def http_round_trip(weights: dict[str, str], repeats: int) -> float | None:
     except ImportError:
         return None
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     app = demo.build_demo(default_method="fast", device="auto", weights=weights)
     _, url, _ = app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
     try:
@@ -124,16 +100,7 @@ def artfusion_full_size(device: str, side: int, steps: int, repeats: int, with_c
     """The full-size architecture (random weights) with the studio's choices, against itself without each one."""
     from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
-    from pipelines.artfusion import ArtFusionPipeline
-    from pipelines.artfusion.convert import KL16_CONTENT12, build_components
-    from pipelines.artfusion.method import configure_for_device
-
-    torch.manual_seed(0)
-    unet, vae, style_encoder, scheduler = build_components(KL16_CONTENT12)
-    pipe = ArtFusionPipeline(unet.eval(), vae.eval(), style_encoder.eval(), scheduler)
-    if device.startswith("cuda"):
-        pipe = pipe.to(dtype=torch.bfloat16)
-    pipe = configure_for_device(pipe, device)
+    pipe = full_size_pipeline(device, pipelines.get_method("artfusion").dtype_for(device))  # bf16 on CUDA
     content = Image.open(CONTENT).convert("RGB").resize((side, side))
     style = Image.open(STYLE).convert("RGB")
     default_processor = next(m.processor for m in pipe.unet.modules() if hasattr(m, "processor"))
@@ -154,7 +121,6 @@ def artfusion_full_size(device: str, side: int, steps: int, repeats: int, with_c
                 pipe.style_memo.clear()
                 pipe.content_memo.clear()
             pipe(content, style, num_inference_steps=steps, generator=torch.Generator().manual_seed(0), **kwargs)
-            synchronize()
 
         return run
 
@@ -172,6 +138,7 @@ def artfusion_full_size(device: str, side: int, steps: int, repeats: int, with_c
         compiled = torch.compile(eager, mode=mode, fullgraph=True, dynamic=False)
         began = time.perf_counter()
         call(compiled)()
+        synchronize()
         first_compiled = time.perf_counter() - began
         variants["with torch.compile (opt-in)"] = call(compiled)
     seconds = medians(interleaved(variants, repeats))
@@ -179,13 +146,7 @@ def artfusion_full_size(device: str, side: int, steps: int, repeats: int, with_c
     del other_attention, channels_last, control
 
     # The denoiser alone: FLOPs per step (counted, not timed) and the FLOP/s it reaches.
-    latent_hw = (side // 16, side // 16)
-    inputs = denoiser_inputs(unet, 3, latent_hw, device, pipe.unet.dtype)
-    with torch.no_grad():
-        step_s = median_time(lambda: pipe.unet(*inputs), max(5, repeats))
-    flops = denoiser_flops(unet, 3, latent_hw)
-    reached = flops / step_s / 1e12
-    peak = gpu_peak_tflops(torch.cuda.get_device_name(0)) if device.startswith("cuda") else None
+    denoiser = denoiser_figures(pipe.unet, side, device, max(5, repeats))
     return {
         "size_px": side,
         "steps": steps,
@@ -193,13 +154,7 @@ def artfusion_full_size(device: str, side: int, steps: int, repeats: int, with_c
         "seconds": seconds,
         "ratio_to_defaults": {name: value / seconds["studio defaults"] for name, value in seconds.items()},
         "first_compiled_call_s": first_compiled,
-        "denoiser": {
-            "gflops_per_step": flops / 1e9,
-            "step_s": step_s,
-            "tflops_reached": reached,
-            "gpu_peak_tflops": peak,
-            "fraction_of_peak": reached / peak if peak else None,
-        },
+        "denoiser": denoiser,
     }
 
 

@@ -25,10 +25,11 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from bench.timing import median_time, synchronize
 from pipelines.artfusion import ArtFusionPipeline
 from pipelines.artfusion.convert import KL16_CONTENT12, build_components
 from pipelines.artfusion.method import configure_for_device
-from pipelines.core.compiling import COMPILE_ENV, check_compile_setting
+from pipelines.core.compiling import COMPILE_ENV, check_compile_setting, mark_step_begin
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,6 +77,36 @@ def denoiser_flops(unet, batch: int, latent_hw: tuple[int, int]) -> int:
     return counter.get_total_flops()
 
 
+def full_size_pipeline(device: str, dtype: str) -> ArtFusionPipeline:
+    """The released architecture with random weights (seed 0), in ``dtype``, with the studio's device choices."""
+    torch.manual_seed(0)
+    unet, vae, style_encoder, scheduler = build_components(KL16_CONTENT12)
+    pipe = ArtFusionPipeline(unet.eval(), vae.eval(), style_encoder.eval(), scheduler)
+    if dtype != "float32":
+        pipe = pipe.to(dtype=getattr(torch, dtype))
+    return configure_for_device(pipe, device)
+
+
+def denoiser_figures(unet, side: int, device: str, repeats: int) -> dict:
+    """The denoiser alone, as the pipeline calls it (a guidance batch of 3 at the latent size of a ``side`` px
+    square): median seconds per step, FLOPs per step, the FLOP/s reached and, on a known GPU, the share of peak."""
+    eager = getattr(unet, "_orig_mod", unet)  # the module inside a torch.compile wrapper
+    latent_hw = (side // 16, side // 16)
+    inputs = denoiser_inputs(eager, 3, latent_hw, device, eager.dtype)
+    with torch.no_grad():
+        step_s = median_time(lambda: (mark_step_begin(), unet(*inputs)), repeats)
+    flops = denoiser_flops(eager, 3, latent_hw)
+    reached = flops / step_s / 1e12
+    peak = gpu_peak_tflops(torch.cuda.get_device_name(0)) if device.startswith("cuda") else None
+    return {
+        "step_s": step_s,
+        "gflops_per_step": flops / 1e9,
+        "tflops_reached": reached,
+        "gpu_peak_tflops": peak,
+        "fraction_of_peak": reached / peak if peak else None,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
@@ -88,21 +119,12 @@ def main() -> None:
     os.environ[COMPILE_ENV] = check_compile_setting(args.compile)
     cuda = args.device.startswith("cuda")
 
-    torch.manual_seed(0)
     started = time.perf_counter()
-    unet, vae, style_encoder, scheduler = build_components(KL16_CONTENT12)
-    pipe = ArtFusionPipeline(unet.eval(), vae.eval(), style_encoder.eval(), scheduler)
-    if args.dtype != "float32":
-        pipe = pipe.to(dtype=getattr(torch, args.dtype))
-    pipe = configure_for_device(pipe, args.device)
+    pipe = full_size_pipeline(args.device, args.dtype)
     build_s = time.perf_counter() - started
 
     content = Image.open(ROOT / "assets" / "content" / "chelsea.jpg").convert("RGB").resize((args.size, args.size))
     style = Image.open(ROOT / "assets" / "style" / "van-gogh-starry-night.jpg").convert("RGB")
-
-    def synchronize() -> None:
-        if cuda:
-            torch.cuda.synchronize()
 
     def once() -> float:
         synchronize()
@@ -114,24 +136,8 @@ def main() -> None:
     warmup_s = once()  # includes compilation when compiling
     times = [once() for _ in range(args.repeats)]
     median = statistics.median(times)
-
-    # The denoiser alone, as the pipeline calls it: a guidance batch of 3 at the latent size.
-    latent_hw = (args.size // 16, args.size // 16)
-    inputs = denoiser_inputs(unet, 3, latent_hw, args.device, getattr(torch, args.dtype))
-    with torch.no_grad():
-        pipe.unet(*inputs)
-        step_times = []
-        for _ in range(max(5, args.steps // 2)):
-            synchronize()
-            began = time.perf_counter()
-            pipe.unet(*inputs)
-            synchronize()
-            step_times.append(time.perf_counter() - began)
-    step_s = statistics.median(step_times)
-    flops = denoiser_flops(unet, 3, latent_hw)
-    reached_tflops = flops / step_s / 1e12
+    denoiser = denoiser_figures(pipe.unet, args.size, args.device, max(5, args.steps // 2))
     device_name = torch.cuda.get_device_name(0) if cuda else args.device
-    peak = gpu_peak_tflops(device_name) if cuda else None
 
     result = {
         "benchmark": "artfusion_full_size_random_weights",
@@ -145,12 +151,12 @@ def main() -> None:
         "seconds_per_image_median": round(median, 3),
         "seconds_per_image_all": [round(t, 3) for t in times],
         "first_call_s": round(warmup_s, 3),
-        "denoiser_step_s": round(step_s, 5),
-        "denoiser_gflops_per_step": round(flops / 1e9, 1),
-        "denoiser_tflops_reached": round(reached_tflops, 3),
-        "gpu_peak_tflops": peak,
-        "fraction_of_peak": round(reached_tflops / peak, 3) if peak else None,
-        "denoiser_share_of_image_time": round(step_s * args.steps / median, 3),
+        "denoiser_step_s": round(denoiser["step_s"], 5),
+        "denoiser_gflops_per_step": round(denoiser["gflops_per_step"], 1),
+        "denoiser_tflops_reached": round(denoiser["tflops_reached"], 3),
+        "gpu_peak_tflops": denoiser["gpu_peak_tflops"],
+        "fraction_of_peak": round(denoiser["fraction_of_peak"], 3) if denoiser["fraction_of_peak"] else None,
+        "denoiser_share_of_image_time": round(denoiser["step_s"] * args.steps / median, 3),
         "build_s": round(build_s, 2),
         "peak_rss_mb": round(peak_rss_mb()),
         "peak_cuda_mb": round(torch.cuda.max_memory_allocated() / 2**20) if cuda else None,

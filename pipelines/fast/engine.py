@@ -29,13 +29,11 @@ class FastEngine:
     """Style vector → picture, with the vectors of recently seen pictures remembered (thread-safe: ONNX sessions
     may run from several threads at once)."""
 
-    def __init__(self, cache_size: int = 64, threads: int | None = None) -> None:
+    def __init__(self, cache_size: int = 64) -> None:
         import onnxruntime
 
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3
-        if threads:
-            options.intra_op_num_threads = threads
         # The pinned onnxruntime is the CPU build.
         providers = ["CPUExecutionProvider"]
         self._predictor = onnxruntime.InferenceSession(str(MODEL_DIR / "arbitrary_predict.onnx"), options, providers)
