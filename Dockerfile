@@ -12,19 +12,22 @@ ENV PYTHONUNBUFFERED=1 \
     HF_HOME=/home/user/.cache/huggingface \
     PATH=/home/user/.local/bin:$PATH
 
-# Hugging Face Spaces and good practice: run as a non-root user with uid 1000.
-RUN useradd --create-home --uid 1000 user
+# Hugging Face Spaces and good practice: run as a non-root user with uid 1000, who also owns the app folder
+# (pip writes the project's build metadata there; the legacy builder would create WORKDIR owned by root).
+RUN useradd --create-home --uid 1000 user && install -d -o user -g user /home/user/app
 USER 1000
 WORKDIR /home/user/app
 
-# Dependencies first, so that code changes rebuild only the last layer.
+# Dependencies first, so that code changes rebuild only the last layers.
 COPY --chown=1000:1000 requirements.txt .
 RUN pip install --user --no-cache-dir -r requirements.txt
 
 COPY --chown=1000:1000 . .
-
+# The project itself, editable (the code stays in this folder, one copy, assets/ next to demo.py): the
+# style-studio and style-studio-cli commands and `import pipelines` from any folder. Its dependencies are above.
 # Weights (Hugging Face cache, converted checkpoints, learned styles) live on a volume, not in the image.
-RUN mkdir -p /home/user/.cache/huggingface /home/user/.cache/style-studio
+RUN pip install --user --no-cache-dir --no-deps -e . \
+    && mkdir -p /home/user/.cache/huggingface /home/user/.cache/style-studio
 VOLUME ["/home/user/.cache"]
 
 EXPOSE 7860
