@@ -1,23 +1,30 @@
 """Style studio web app (Gradio 6): pick a content image and a style image, get a stylized picture.
 
-Run ``python demo.py`` (``--help`` for options). The layout below mirrors the page; the handlers only
-translate between widgets and ``pipelines`` (the core), which does all the work.
+Run ``python demo.py`` or ``style-studio`` (``--help`` for options). ``build_demo`` reads like the page: a header,
+one function per tab, the HTTP API registered in one place. Handlers only translate between widgets and the
+``pipelines`` package's public API, which does all the work; the request widgets are generated from the request
+schema (``pipelines.REQUEST_PARAMETERS``), so a new request parameter appears here by itself.
 
-API: ``/stylize`` takes two image files and named parameters and returns a PNG whose ``style-studio`` text
-chunk holds every parameter (see README, "Python API over HTTP").
+A failure never hides the person's work: the last result, the history and the inputs stay, and the message stays
+readable in the status line until the next action.
+
+API: ``/stylize`` (two image files and the request parameters → a PNG whose ``style-studio`` text chunk holds
+every parameter), ``/styles`` (the learned InST styles) and ``/apply_style`` (a learned style on a photo).
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import os
-import queue
 import shutil
+import sysconfig
 import tempfile
 import threading
 import time
 import uuid
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,19 +37,12 @@ import gradio as gr
 from gradio import FileData
 
 import pipelines
-from pipelines import DEFAULT_MAX_SIDE, OptionSpec, StudioError, StyleRequest, StyleResult
-from pipelines.backends import ModalBackend, choose_backend, modal_configured
-from pipelines.core.compiling import COMPILE_HELP, set_compile
-from pipelines.core.device import cuda_available
-from pipelines.core.request import MAX_SEED
+from pipelines import StudioContext, StudioError, StyleRequest, StyleResult
 
 logger = logging.getLogger("style-studio")
 
-ASSETS = Path(__file__).resolve().parent / "assets"
-CONTENT_EXAMPLES = sorted((ASSETS / "content").glob("*.jpg"))
-STYLE_EXAMPLES = sorted((ASSETS / "style").glob("*.jpg"))
+FRONT_END = "app"  # how errors spell their fixes: `--weights artfusion=...`
 RESULTS_DIR = Path(tempfile.gettempdir()) / "style-studio" / "results"
-
 QUEUE_MAX_SIZE = 32  # waiting requests; beyond this a client is told the queue is full
 CPU_CONCURRENCY = 2  # the fast engine uses every core per picture; 2 overlaps decoding and encoding
 GPU_CONCURRENCY = 1  # one diffusion job at a time per GPU
@@ -51,28 +51,337 @@ HISTORY_LIMIT = 24  # results kept per browser session
 MAX_UPLOAD = "25mb"
 RESULT_TTL_S = 6 * 3600  # result files are deleted six hours after they were made
 ZERO_GPU_SECONDS = 120  # GPU time a ZeroGPU call may take (InST at 50 steps fits; shorter gets priority)
+IMAGE_SOURCES = {"content": ["upload", "clipboard", "webcam"], "style": ["upload", "clipboard"]}
+NO_STEPS = "Not used by this method (it has no diffusion steps)."
+NO_SEED = "Not used by this method (it gives the same picture every time)."
+SEED_INFO = "The same seed and settings give the same picture."
+UPLOAD_CHECK = {"preprocess": False, "queue": False, "api_visibility": "private"}  # raw upload, checked at once
 
 
-def _method_choices() -> list[tuple[str, str]]:
-    return [(pipelines.get_method(name).label, name) for name in pipelines.method_names()]
+def _assets_dir() -> Path:
+    """The example pictures: beside this file (a checkout, an editable install), else where ``pip install .``
+    put them (``<prefix>/share/style-studio/assets``)."""
+    candidates = [Path(__file__).resolve().parent / "assets"]
+    for scheme in (sysconfig.get_default_scheme(), sysconfig.get_preferred_scheme("user")):
+        candidates.append(Path(sysconfig.get_path("data", scheme)) / "share" / "style-studio" / "assets")
+    return next((folder for folder in candidates if (folder / "content").is_dir()), candidates[0])
 
 
-def _method_help(name: str) -> str:
+ASSETS = _assets_dir()
+CONTENT_EXAMPLES = sorted((ASSETS / "content").glob("*.jpg"))
+STYLE_EXAMPLES = sorted((ASSETS / "style").glob("*.jpg"))
+
+
+# ---- page building blocks (no events here) ------------------------------------------------------------------
+
+
+@dataclass
+class StylizeTab:
+    """The Stylize tab's components, by what they are."""
+
+    request: dict[str, Any]  # request parameter name → its widget (generated from the schema)
+    random_seed: gr.Checkbox
+    method_help: gr.Markdown
+    retry: gr.Button
+    generate: gr.Button
+    cancel: gr.Button
+    status: gr.Markdown
+    comparison: gr.ImageSlider
+    download: gr.DownloadButton
+    parameters: gr.JSON
+    gallery: gr.Gallery
+    history: gr.State
+    run_on: gr.Radio
+    option_groups: dict[str, gr.Group] = field(default_factory=dict)
+    option_inputs: dict[tuple[str, str], Any] = field(default_factory=dict)  # (method, option) → widget
+    option_previews: list[tuple[pipelines.OptionSpec, Any, Any]] = field(default_factory=list)
+
+
+@dataclass
+class LearnTab:
+    image: gr.Image
+    name: gr.Textbox
+    preset: gr.Radio
+    steps: gr.Number
+    clip_mode: gr.Radio
+    resolution: gr.Number
+    start: gr.Button
+    cancel: gr.Button
+    status: gr.Markdown
+    plot: gr.LinePlot
+    library: gr.Gallery
+    library_list: gr.Markdown
+
+
+def _method_choices(context: StudioContext) -> list[tuple[str, str]]:
+    """The method menu; a method whose weights could not be reached says so in its label."""
+    unavailable = context.availability.unavailable()
+    return [
+        (pipelines.get_method(name).label + (" — unavailable" if name in unavailable else ""), name)
+        for name in pipelines.method_names()
+    ]
+
+
+def _method_help(name: str, context: StudioContext) -> str:
     method = pipelines.get_method(name)
-    return f"{method.description}  \n*Strength:* {method.strength_mapping}."
+    text = f"{method.description}  \n*Strength:* {method.strength_mapping}."
+    failure = context.availability.unavailable().get(name)
+    if failure is not None:
+        text += f"  \n**Unavailable:** {failure.error.for_front_end(FRONT_END)} Press *Retry* once that is fixed."
+    return text
 
 
-def _steps_update(name: str) -> dict[str, Any]:
-    spec = pipelines.get_method(name).steps
-    if spec is None:
-        return gr.update(interactive=False, info="Not used by this method (it has no diffusion steps).")
-    return gr.update(
-        interactive=True,
-        minimum=spec.minimum,
-        maximum=spec.maximum,
-        value=spec.default,
-        info=f"More steps: finer detail, slower. Default {spec.default}.",
+def _request_control(param: pipelines.Parameter, default_method: str, context: StudioContext) -> Any:
+    """A widget for one declared request parameter (the page never hard-codes the request's fields)."""
+    if param.kind == "image":
+        return gr.Image(
+            label=param.label,
+            type="filepath",
+            image_mode=None,
+            height=280,
+            sources=IMAGE_SOURCES.get(param.name, ["upload", "clipboard"]),
+            elem_id=f"{param.name}-image",
+        )
+    if param.kind == "method":
+        return gr.Dropdown(_method_choices(context), value=default_method, label=param.label, elem_id="method")
+    if param.kind == "bool":
+        return gr.Checkbox(bool(param.default), label=param.label, info=param.help.capitalize() + ".")
+    if param.name == "steps":
+        return _steps_slider(default_method)
+    if param.step is None:  # a wide integer range (the seed): a number box
+        return gr.Number(
+            0, label=param.label, precision=0, minimum=param.minimum, maximum=param.maximum, elem_id=param.name
+        )
+    return gr.Slider(
+        param.minimum,
+        param.maximum,
+        value=param.default,
+        step=param.step,
+        precision=0 if param.kind == "int" else None,
+        label=param.label,
+        info=param.help.capitalize() + ".",
+        elem_id=param.name.replace("_", "-"),
     )
+
+
+def _steps_slider(method_name: str) -> gr.Slider:
+    spec = pipelines.get_method(method_name).steps
+    return gr.Slider(
+        spec.minimum if spec else 1,
+        spec.maximum if spec else 100,
+        value=spec.default if spec else 1,
+        step=1,
+        precision=0,
+        label="Diffusion steps",
+        elem_id="steps",
+        interactive=spec is not None,
+        info=f"More steps: finer detail, slower. Default {spec.default}." if spec else NO_STEPS,
+    )
+
+
+def _option_control(spec: pipelines.OptionSpec, context: StudioContext) -> Any:
+    """A widget for one method option (a method declares its options; the UI never hard-codes them)."""
+    if spec.kind == "choice":
+        return gr.Radio(list(spec.choices), value=spec.default, label=spec.label, info=spec.help)
+    if spec.kind == "text":
+        if spec.suggestions is not None:
+            return gr.Dropdown(
+                spec.suggestions(context), value=None, label=spec.label, info=spec.help, allow_custom_value=True
+            )
+        return gr.Textbox("", label=spec.label, info=spec.help)
+    if spec.default is None:  # "automatic" unless set: a text box left empty (a number box would show 0)
+        return gr.Textbox("", label=spec.label, info=spec.help, placeholder=f"auto ({spec.minimum}–{spec.maximum})")
+    return gr.Slider(
+        spec.minimum,
+        spec.maximum,
+        value=spec.default,
+        step=1 if spec.kind == "int" else 0.05,
+        label=spec.label,
+        info=spec.help,
+        precision=0 if spec.kind == "int" else None,
+    )
+
+
+def _thumbnails(elem_id: str, label: str, height: int = 130) -> gr.Gallery:
+    return gr.Gallery(
+        label=label,
+        columns=6,
+        height=height,
+        allow_preview=False,
+        fit_columns=False,
+        object_fit="cover",
+        elem_id=elem_id,
+    )
+
+
+# ---- the page -----------------------------------------------------------------------------------------------
+
+
+def build_demo(context: StudioContext | None = None, default_method: str | None = None) -> gr.Blocks:
+    """The whole app over ``context`` (device, backend, weights, library: see ``StudioContext``);
+    ``default_method`` preselects a method (default: the best one where the context runs)."""
+    context = context or pipelines.default_context()
+    default_method = pipelines.resolve_method(default_method, context).name  # a bad name fails at start-up
+    with gr.Blocks(title="Style Studio", delete_cache=(3600, 3600)) as demo:
+        _render_header()
+        with gr.Tab("Stylize") as stylize_tab:
+            stylize = _render_stylize_tab(context, default_method)
+        with gr.Tab("Learn a style"):
+            learn = _render_learn_tab()
+        learning = LearnHandlers(learn, context)
+        _wire_stylize(demo, stylize, StylizeHandlers(stylize, context), context)
+        _wire_learn(learn, learning)
+        _wire_live_choices(demo, stylize_tab, stylize, learning, context)
+        _register_api(demo, context, default_method)
+    demo.queue(max_size=QUEUE_MAX_SIZE)
+    return demo
+
+
+def _render_header() -> None:
+    gr.Markdown(
+        "# Style Studio\n"
+        "Pick a **content** photo and a **style** painting, set the strength, press **Generate**. "
+        "Every result is a PNG that remembers how it was made."
+    )
+
+
+def _render_stylize_tab(context: StudioContext, default_method: str) -> StylizeTab:
+    """Inputs and Generate on the left, the result on the right; on a phone the result follows Generate, and
+    the Advanced settings come last."""
+    controls = {p.name: None for p in pipelines.REQUEST_PARAMETERS if p.kind != "options"}
+    basic = [p for p in pipelines.REQUEST_PARAMETERS if p.kind not in ("image", "options") and not p.advanced]
+    advanced = [p for p in pipelines.REQUEST_PARAMETERS if p.kind != "options" and p.advanced]
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=5, min_width=320):
+            with gr.Row():
+                for param, examples in (("content", CONTENT_EXAMPLES), ("style", STYLE_EXAMPLES)):
+                    with gr.Column(min_width=200):
+                        controls[param] = _request_control(
+                            pipelines.get_request_parameter(param), default_method, context
+                        )
+                        gr.Examples(
+                            [[str(p)] for p in examples],
+                            inputs=[controls[param]],
+                            cache_examples=False,
+                            label="Example photos" if param == "content" else "Example paintings (public domain)",
+                        )
+            for param in basic:
+                controls[param.name] = _request_control(param, default_method, context)
+                if param.kind == "method":
+                    method_help = gr.Markdown(_method_help(default_method, context), elem_id="method-help")
+                    retry = gr.Button("Retry loading this method", size="sm", visible=False, elem_id="retry")
+            random_seed = gr.Checkbox(True, label="Random seed", info="Untick to reuse the seed shown.")
+            with gr.Row():
+                generate = gr.Button("Generate", variant="primary", elem_id="generate", scale=3)
+                cancel = gr.Button("Cancel", elem_id="cancel", scale=1)
+        with gr.Column(scale=5, min_width=320):
+            status = gr.Markdown("Your result will appear here.", elem_id="status")
+            comparison = gr.ImageSlider(
+                label="Before / after", type="filepath", format="png", elem_id="result", interactive=False, height=420
+            )
+            download = gr.DownloadButton("Download PNG (with parameters)", interactive=False, elem_id="download")
+            with gr.Accordion("Parameters", open=False):
+                parameters = gr.JSON(label="Everything needed to reproduce this picture")
+            gallery = _thumbnails("history", "History (this session; click to reopen)", height=200)
+    with gr.Accordion("Advanced", open=False):
+        for param in advanced:
+            controls[param.name] = _request_control(param, default_method, context)
+        run_on = gr.Radio(
+            [("Remote GPU (Modal)", "modal"), ("This machine", "local")],
+            value=context.backend,
+            label="Run on",
+            info="If the remote GPU fails, switch to this machine.",
+            visible=context.backend == "modal" or context.modal_configured,
+        )
+        tab = StylizeTab(
+            controls,
+            random_seed,
+            method_help,
+            retry,
+            generate,
+            cancel,
+            status,
+            comparison,
+            download,
+            parameters,
+            gallery,
+            gr.State([]),
+            run_on,
+        )
+        _render_method_options(tab, context, default_method)
+    return tab
+
+
+def _render_method_options(tab: StylizeTab, context: StudioContext, default_method: str) -> None:
+    """Each method's own options in a group shown only while that method is selected."""
+    for name in pipelines.method_names():
+        method = pipelines.get_method(name)
+        if not method.options:
+            continue
+        with gr.Group(visible=name == default_method) as tab.option_groups[name]:
+            gr.Markdown(f"**{method.label}**")
+            for spec in method.options:
+                control = tab.option_inputs[(name, spec.name)] = _option_control(spec, context)
+                if spec.previews is not None:  # thumbnails to click, e.g. learned styles
+                    previews = _thumbnails(f"{spec.name}-previews", f"{spec.label}: click to choose")
+                    tab.option_previews.append((spec, control, previews))
+
+
+def _render_learn_tab() -> LearnTab:
+    gr.Markdown(
+        "Teach InST a style from **one** painting. The fast preset takes a couple of minutes on a modern GPU; "
+        "the paper preset follows the original recipe (6100 steps). A cancelled run resumes when you start "
+        "it again with the same name. Learned styles appear below and in the Stylize tab (method InST)."
+    )
+    presets = pipelines.LEARN_PRESETS
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=4):
+            image = gr.Image(
+                label="Style image",
+                type="filepath",
+                image_mode=None,
+                height=260,
+                sources=["upload", "clipboard"],
+                elem_id="learn-image",
+            )
+            name = gr.Textbox(label="Name", placeholder="e.g. starry-night", elem_id="learn-name")
+            preset = gr.Radio(list(presets), value="fast", label="Preset")
+            steps = gr.Number(
+                presets["fast"].steps,
+                label="Steps",
+                precision=0,
+                minimum=1,
+                elem_id="learn-steps",
+                info="The preset's number; change it to train shorter or longer.",
+            )
+            clip_mode = gr.Radio(
+                list(pipelines.CLIP_MODES),
+                value="paper",
+                label="CLIP input",
+                info="paper: correct preprocessing. code: the official code's quirk.",
+            )
+            resolution = gr.Number(
+                pipelines.LEARN_RESOLUTION,
+                label="Training resolution (px, square)",
+                precision=0,
+                minimum=32,
+                maximum=1024,
+                elem_id="learn-resolution",
+            )
+            with gr.Row():
+                start = gr.Button("Start", variant="primary", elem_id="learn-start")
+                cancel = gr.Button("Cancel", elem_id="learn-cancel")
+        with gr.Column(scale=6):
+            status = gr.Markdown("Nothing running.", elem_id="learn-status")
+            plot = gr.LinePlot(x="step", y="loss", title="Training loss", height=260)
+            library = _thumbnails("library", "Learned styles", height=220)
+            library_list = gr.Markdown(elem_id="library-list")
+    return LearnTab(
+        image, name, preset, steps, clip_mode, resolution, start, cancel, status, plot, library, library_list
+    )
+
+
+# ---- handlers: translate widgets ↔ the public API, nothing more --------------------------------------------
 
 
 def zero_gpu(function: Any, spaces_module: Any = None, environ: dict[str, str] | None = None) -> Any:
@@ -83,36 +392,493 @@ def zero_gpu(function: Any, spaces_module: Any = None, environ: dict[str, str] |
     return spaces_module.GPU(duration=ZERO_GPU_SECONDS)(function)
 
 
-def _run_locally(request: StyleRequest, report: Any) -> StyleResult:
+def _run_locally(request: StyleRequest, context: StudioContext, report: Any, cancel: threading.Event) -> StyleResult:
     """The GPU work of a local request (on ZeroGPU this is what borrows the GPU)."""
-    return pipelines.run(request, progress=report)
+    return pipelines.run(request, context=context, progress=report, cancel=cancel)
 
 
 _run_locally = zero_gpu(_run_locally, spaces)
 
 
-def _run(progress: gr.Progress | None = None, backend: str = "local", **parameters: Any) -> StyleResult:
-    """Validate and run one request (here or on Modal); its failures become messages the person can act on."""
-    report = None
-    if progress is not None:
-
-        def report(done: int, total: int, description: str) -> None:
-            progress((done, total), desc=description)
-
-    try:
-        request = StyleRequest(**parameters)
-        if backend == "modal":
-            return ModalBackend().run(request, progress=report)
-        return _run_locally(request, report)
-    except StudioError as exc:
+def _message(exc: BaseException) -> str:
+    """What the person reads about a failure: the studio's own words, or one line naming an unexpected crash."""
+    if isinstance(exc, StudioError):
         logger.warning("refused: %s", exc)
-        raise gr.Error(str(exc), print_exception=False) from None
-    except Exception as exc:  # a bug or a crash below us: log it, keep serving, keep the user's inputs
-        logger.exception("stylize failed")
-        raise gr.Error(
-            f"The {parameters.get('method') or 'default'} method failed unexpectedly ({type(exc).__name__}: {exc}). "
-            "Your images are kept; try again, use a smaller max side, or pick another method."
-        ) from None
+        return exc.for_front_end(FRONT_END)
+    logger.error("unexpected failure", exc_info=exc)
+    return (
+        f"It failed unexpectedly ({pipelines.describe_error(exc)}). Your images and earlier results are kept; "
+        "try again, use a smaller max side, or pick another method."
+    )
+
+
+def _failure(exc: BaseException, what: str) -> str:
+    """The status line for a failure."""
+    return f"**{what}:** {_message(exc)}"
+
+
+class StylizeHandlers:
+    """The Stylize tab's event handlers (each takes its inputs by component, as one dict)."""
+
+    def __init__(self, tab: StylizeTab, context: StudioContext) -> None:
+        self.tab, self.context = tab, context
+        self.cancels: dict[str, threading.Event] = {}  # browser session → its running generation
+
+    def request_from(self, values: dict[Any, Any]) -> tuple[StyleRequest, StudioContext]:
+        tab = self.tab
+        parameters = {name: values[control] for name, control in tab.request.items()}
+        method = pipelines.get_method(parameters["method"])
+        if parameters["content"] is None:
+            raise pipelines.InvalidRequestError(
+                "Add a content image first: upload one, paste it, take a photo, or pick an example."
+            )
+        if parameters["style"] is None and method.uses_style_image:
+            raise pipelines.InvalidRequestError(
+                "Add a style image first: upload or paste a painting, or pick an example."
+            )
+        if not method.uses_seed or values[tab.random_seed]:
+            parameters["seed"] = None
+        elif parameters["seed"] is None:
+            raise pipelines.InvalidRequestError("Enter a seed, or tick 'Random seed'.")
+        if method.steps is None:
+            parameters["steps"] = None
+        parameters["options"] = {
+            option: values[widget]
+            for (owner, option), widget in tab.option_inputs.items()
+            if owner == method.name and values[widget] not in (None, "")
+        }
+        return StyleRequest(**parameters), self.context.with_overrides(backend=values[tab.run_on])
+
+    def arm(self, request: gr.Request) -> str:
+        """At the click, before queueing: a cancel flag for this session, and the last message cleared."""
+        self.cancels[request.session_hash] = threading.Event()
+        return "Working…"
+
+    def generate(self, values: dict[Any, Any], request: gr.Request, progress: gr.Progress = gr.Progress()) -> dict:
+        tab = self.tab
+        cancel = self.cancels.setdefault(request.session_hash, threading.Event())
+        try:
+            style_request, context = self.request_from(values)
+            result = _run_locally(
+                style_request, context, lambda done, total, text: progress((done, total), desc=text), cancel
+            )
+        except Exception as exc:  # the message goes to the status line; results, history and inputs stay
+            return {tab.status: _failure(exc, "Could not generate"), **self.method_state(values[tab.request["method"]])}
+        finally:
+            self.cancels.pop(request.session_hash, None)
+        png, before = _save_with_before(result)
+        meta = result.metadata
+        entry = {"png": str(png), "before": str(before), "caption": meta.summary(), "metadata": meta.to_dict()}
+        history = [entry, *values[tab.history]][:HISTORY_LIMIT]
+        return {
+            tab.comparison: (str(before), str(png)),
+            tab.download: gr.update(value=str(png), interactive=True),
+            tab.request["seed"]: meta.seed if meta.seed is not None else gr.skip(),
+            tab.status: meta.summary(),
+            tab.parameters: meta.to_dict(),
+            tab.history: history,
+            tab.gallery: [(h["png"], h["caption"]) for h in history],
+            **self.method_state(meta.method),
+        }
+
+    def cancel(self, request: gr.Request) -> str:
+        event = self.cancels.get(request.session_hash)
+        if event is None:
+            return "Nothing is running."
+        event.set()
+        return "Cancelling at the next step…"
+
+    def method_state(self, name: str) -> dict:
+        """The method menu, help and Retry button as the remembered availability says."""
+        tab = self.tab
+        unavailable = name in self.context.availability.unavailable()
+        return {
+            tab.request["method"]: gr.update(choices=_method_choices(self.context)),
+            tab.method_help: _method_help(name, self.context),
+            tab.retry: gr.update(visible=unavailable),
+        }
+
+    def method_changed(self, name: str) -> dict:
+        """Everything that follows the chosen method: help, steps range, seed, style picker, its options."""
+        tab, method = self.tab, pipelines.get_method(name)
+        spec = method.steps
+        steps = (
+            gr.update(
+                minimum=spec.minimum,
+                maximum=spec.maximum,
+                value=spec.default,
+                interactive=True,
+                info=f"More steps: finer detail, slower. Default {spec.default}.",
+            )
+            if spec
+            else gr.update(minimum=1, maximum=100, value=1, interactive=False, info=NO_STEPS)
+        )
+        style_label = "Style" if method.uses_style_image else "Style (not used: InST applies a learned style, below)"
+        return {
+            tab.request["steps"]: steps,
+            tab.request["seed"]: gr.update(
+                interactive=method.uses_seed, info=SEED_INFO if method.uses_seed else NO_SEED
+            ),
+            tab.random_seed: gr.update(interactive=method.uses_seed),
+            tab.request["style"]: gr.update(label=style_label),
+            **{group: gr.update(visible=owner == name) for owner, group in tab.option_groups.items()},
+            **self.method_state(name),
+        }
+
+    def retry(self, name: str) -> dict:
+        pipelines.retry_method(name, context=self.context)
+        return {self.tab.status: f"{name} will be tried again on the next Generate.", **self.method_state(name)}
+
+    def reopen(self, history: list[dict], evt: gr.SelectData) -> dict:
+        """A history item back in the main view, with its parameters in the controls (seed fixed)."""
+        tab, entry = self.tab, history[evt.index]
+        meta = pipelines.ResultMetadata.from_dict(entry["metadata"])
+        controls = {name: gr.update(value=meta.parameters[name]) for name in ("method", "strength", "max_side")}
+        if meta.steps:
+            controls["steps"] = gr.update(value=meta.steps)
+        if meta.seed is not None:
+            controls["seed"] = meta.seed
+        return {
+            tab.comparison: (entry["before"], entry["png"]),
+            tab.download: gr.update(value=entry["png"], interactive=True),
+            tab.status: meta.summary(),
+            tab.parameters: entry["metadata"],
+            tab.random_seed: False if meta.seed is not None else gr.skip(),
+            **{tab.request[name]: update for name, update in controls.items()},
+        }
+
+    @staticmethod
+    def check_upload(role: str) -> Any:
+        """An upload handler that says at once when a file is not a picture this app can read, and takes it out
+        of the input (so the next Generate does not trip over it). It runs without Gradio's preprocessing, which
+        would fail on such a file before any handler could explain it."""
+
+        def check(upload: dict | None) -> tuple[Any, Any]:
+            path = (upload or {}).get("path")
+            if not path:
+                return gr.skip(), gr.skip()
+            try:
+                pipelines.load_image(path, role=role)
+            except StudioError as exc:
+                return f"**Could not use that file:** {exc.for_front_end(FRONT_END)}", None
+            return f"{role.capitalize()} image ready.", gr.skip()
+
+        return check
+
+
+def _wire_stylize(demo: gr.Blocks, tab: StylizeTab, handlers: StylizeHandlers, context: StudioContext) -> None:
+    """Every Stylize event, in one place."""
+    method = tab.request["method"]
+    follows_method = [
+        tab.request["steps"],
+        tab.request["seed"],
+        tab.random_seed,
+        tab.request["style"],
+        method,
+        tab.method_help,
+        tab.retry,
+        *tab.option_groups.values(),
+    ]
+    method.change(handlers.method_changed, method, follows_method, api_visibility="private")
+    demo.load(handlers.method_changed, method, follows_method, api_visibility="private")  # the page opens in sync
+    tab.retry.click(handlers.retry, method, [tab.status, method, tab.method_help, tab.retry], api_visibility="private")
+    for role in ("content", "style"):
+        image = tab.request[role]
+        image.upload(handlers.check_upload(role), image, [tab.status, image], **UPLOAD_CHECK)
+    concurrency = REMOTE_CONCURRENCY if context.backend == "modal" else _local_concurrency(context)
+    tab.generate.click(handlers.arm, None, tab.status, queue=False, api_visibility="private").then(
+        handlers.generate,
+        {*tab.request.values(), tab.random_seed, tab.history, tab.run_on, *tab.option_inputs.values()},
+        [
+            tab.comparison,
+            tab.download,
+            tab.request["seed"],
+            tab.status,
+            tab.parameters,
+            tab.history,
+            tab.gallery,
+            method,
+            tab.method_help,
+            tab.retry,
+        ],
+        api_visibility="private",
+        concurrency_id="stylize",
+        concurrency_limit=concurrency,
+        show_progress="minimal",  # the bar over the result; the previous picture stays visible beneath it
+        show_progress_on=[tab.comparison],
+    )
+    tab.cancel.click(handlers.cancel, None, tab.status, api_visibility="private", queue=False)
+    reopened = [tab.comparison, tab.download, tab.status, tab.parameters, tab.random_seed]
+    reopened += [tab.request[name] for name in ("method", "strength", "max_side", "steps", "seed")]
+    tab.gallery.select(handlers.reopen, tab.history, reopened, api_visibility="private")
+    for _, control, previews in tab.option_previews:
+        previews.select(_pick_preview, None, control, api_visibility="private")
+
+
+def _pick_preview(evt: gr.SelectData) -> str:
+    """A clicked thumbnail selects its value (the caption is the value)."""
+    return evt.value["caption"] if isinstance(evt.value, dict) else str(evt.value)
+
+
+def _local_concurrency(context: StudioContext) -> int:
+    return GPU_CONCURRENCY if pipelines.resolve_device(context.device).startswith("cuda") else CPU_CONCURRENCY
+
+
+class LearnHandlers:
+    """The Learn tab's handlers: they drive ``pipelines.learn_style`` (here or on Modal) and show its events."""
+
+    def __init__(self, tab: LearnTab, context: StudioContext) -> None:
+        self.tab, self.context = tab, context
+        self.cancels: dict[str, threading.Event] = {}  # browser session → the cancel flag of its training
+
+    def arm(self, request: gr.Request) -> str:
+        """At the click, before queueing: a cancel flag that works even while the run waits in the queue."""
+        self.cancels[request.session_hash] = threading.Event()
+        return "Starting…"
+
+    def learn(self, values: dict[Any, Any], request: gr.Request, progress: gr.Progress = gr.Progress()) -> Any:
+        tab = self.tab
+        points: list[tuple[int, float]] = []
+        cancel = self.cancels.setdefault(request.session_hash, threading.Event())
+        try:
+            if values[tab.image] is None:
+                raise pipelines.InvalidRequestError("Add the style image to learn from.")
+            if not (values[tab.name] or "").strip():
+                raise pipelines.InvalidRequestError("Give the style a name.")
+            steps = values[tab.steps]
+            run = pipelines.learn_style(
+                values[tab.image],
+                values[tab.name],
+                preset=values[tab.preset],
+                steps=int(steps) if steps else None,
+                clip_mode=values[tab.clip_mode],
+                resolution=int(values[tab.resolution] or pipelines.LEARN_RESOLUTION),
+                context=self.context,
+            )
+            for event in run:
+                if cancel.is_set():
+                    run.cancel()  # the run ends with a "cancelled" event at its next step
+                if event.kind == "step":
+                    points.append((event.step, event.loss))
+                    progress((event.step, event.total), desc=f"Learning: step {event.step}/{event.total}")
+                    if event.step == event.total or event.step % 5 == 0:
+                        yield {
+                            tab.status: f"Step {event.step}/{event.total}, loss {event.loss:.4f}",
+                            tab.plot: _loss_frame(points),
+                        }
+                elif event.kind == "loading":
+                    yield {tab.status: event.message}
+                elif event.kind == "cancelled":
+                    yield {tab.status: f"Cancelled: {event.message}", tab.plot: _loss_frame(points)}
+                else:
+                    entry = event.entry
+                    yield {
+                        tab.status: (
+                            f"Learned **{entry.name}** ({entry.steps} steps, final loss {entry.final_loss}). "
+                            "Pick it in the Stylize tab: method InST, Advanced → Learned style."
+                        ),
+                        tab.plot: _loss_frame(points),
+                        **self.library(),
+                    }
+        except Exception as exc:
+            yield {tab.status: _failure(exc, "Could not learn the style")}
+        finally:
+            self.cancels.pop(request.session_hash, None)
+
+    def cancel(self, request: gr.Request) -> str:
+        event = self.cancels.get(request.session_hash)
+        if event is None:
+            return "Nothing is running."
+        event.set()
+        return "Cancelling at the next step…"
+
+    def library(self) -> dict:
+        """The learned styles: thumbnails from a local library, names from the remote one."""
+        tab = self.tab
+        if self.context.backend == "modal":
+            try:
+                names = [entry["name"] for entry in pipelines.ModalBackend().styles()]
+            except StudioError as exc:
+                return {tab.library: [], tab.library_list: f"Could not list the remote styles: {exc}"}
+            return {tab.library: [], tab.library_list: "Learned styles (Modal): " + (", ".join(names) or "none yet")}
+        library = pipelines.style_library(self.context)
+        thumbnails = [(path, entry.name) for path, entry in library.thumbnails()]
+        return {
+            tab.library: thumbnails,
+            tab.library_list: "" if thumbnails else f"No learned styles yet in {library.root}.",
+        }
+
+    @staticmethod
+    def preset_steps(preset: str) -> int:
+        return pipelines.LEARN_PRESETS[preset].steps
+
+
+def _loss_frame(points: list[tuple[int, float]]) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame(points, columns=["step", "loss"])
+
+
+def _wire_learn(tab: LearnTab, handlers: LearnHandlers) -> None:
+    """Every Learn-a-style event, in one place."""
+    tab.preset.change(handlers.preset_steps, tab.preset, tab.steps, api_visibility="private")
+    tab.start.click(handlers.arm, None, tab.status, queue=False, api_visibility="private").then(
+        handlers.learn,
+        {tab.image, tab.name, tab.preset, tab.steps, tab.clip_mode, tab.resolution},
+        [tab.status, tab.plot, tab.library, tab.library_list],
+        api_visibility="private",
+        concurrency_id="learn",
+        concurrency_limit=1,
+    )
+    tab.cancel.click(handlers.cancel, None, tab.status, api_visibility="private", queue=False)
+    tab.image.upload(
+        StylizeHandlers.check_upload("style"), tab.image, [tab.status, tab.image], api_visibility="private"
+    )
+
+
+def _wire_live_choices(
+    demo: gr.Blocks, stylize_tab: gr.Tab, tab: StylizeTab, learning: LearnHandlers, context: StudioContext
+) -> None:
+    """What changes between visits: learned styles (choices, thumbnails) and methods marked unavailable."""
+
+    def refresh() -> dict:
+        updates: dict = {tab.request["method"]: gr.update(choices=_method_choices(context))}
+        for spec, control, previews in tab.option_previews:
+            updates[control] = gr.update(choices=spec.suggestions(context))
+            updates[previews] = spec.previews(context) if context.backend == "local" else []
+        return {**updates, **learning.library()}
+
+    outputs = [tab.request["method"], learning.tab.library, learning.tab.library_list]
+    for _, control, previews in tab.option_previews:
+        outputs += [control, previews]
+    demo.load(refresh, None, outputs, api_visibility="private")  # on every visit
+    stylize_tab.select(refresh, None, outputs, api_visibility="private")  # and after learning a style
+
+
+# ---- the HTTP API: every endpoint, registered here ----------------------------------------------------------
+
+
+def _api_function(
+    name: str, doc: str, call: Any, *, drop: tuple[str, ...] = (), extra: tuple[tuple[inspect.Parameter, str], ...] = ()
+) -> Any:
+    """An API function whose signature and parameter docs are generated from the request schema (plus ``extra``
+    (parameter, description) pairs after the content), so Gradio's API page documents every parameter."""
+    declared, docs = [], []
+    for param in pipelines.REQUEST_PARAMETERS:
+        if param.name in drop:
+            continue
+        annotation = FileData if param.kind == "image" else param.python_type
+        default = inspect.Parameter.empty if param.name == "content" else param.default
+        declared.append(
+            inspect.Parameter(
+                param.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default, annotation=annotation
+            )
+        )
+        if param.kind == "image":
+            docs.append(f"    {param.name}: {param.help.split(' (')[0]}, an image file (gradio_client.handle_file).")
+        else:
+            docs.append(f"    {param.name}: {param.help}.")
+        if param.name == "content":
+            declared += [parameter for parameter, _ in extra]
+            docs += [f"    {parameter.name}: {description}." for parameter, description in extra]
+    signature = inspect.Signature(declared, return_annotation=FileData)
+
+    def endpoint(*args: Any, **kwargs: Any) -> FileData:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return call(dict(bound.arguments))
+
+    endpoint.__name__ = endpoint.__qualname__ = name
+    endpoint.__signature__ = signature
+    endpoint.__annotations__ = {p.name: p.annotation for p in declared} | {"return": FileData}
+    endpoint.__doc__ = (
+        f"{doc}\n\nParameters:\n" + "\n".join(docs) + "\n\nReturns:\n    The PNG, with every parameter inside."
+    )
+    return endpoint
+
+
+def _describe_api_parameters(demo: gr.Blocks, dependency: Any, fn: Any) -> None:
+    """Show each parameter's documented meaning on the "Use via API" page. Gradio 6.31 shows only a placeholder
+    there for ``gr.api`` endpoints; its input components carry an ``additional_description`` it does display
+    (``_api_info``, not public API: skipped if absent; ``tests/test_app.py`` notices if it stops working)."""
+    from gradio import utils
+
+    _, descriptions, _ = utils.get_function_description(fn)
+    inputs = demo.fns[dependency["id"]].inputs
+    for (name, *_), component in zip(utils.get_function_params(fn), inputs, strict=False):
+        info = getattr(component, "_api_info", None)
+        if isinstance(info, dict) and descriptions.get(name):
+            component._api_info = {**info, "additional_description": descriptions[name]}
+
+
+def _register_api(demo: gr.Blocks, context: StudioContext, default_method: str) -> None:
+    """``/stylize``, ``/styles`` and ``/apply_style``; they run where the context says (here or on Modal)."""
+    concurrency = REMOTE_CONCURRENCY if context.backend == "modal" else _local_concurrency(context)
+
+    def run(values: dict[str, Any]) -> FileData:
+        values = {**values, "content": _upload_path(values["content"], "content")}
+        if values.get("style") is not None:
+            values["style"] = _upload_path(values["style"], "style")
+        try:
+            result = pipelines.run(StyleRequest(**values), context=context)
+        except Exception as exc:  # an API client gets the same words as the page, as a gradio_client AppError
+            raise gr.Error(_message(exc), print_exception=False) from None
+        png = _save(result)
+        return FileData(path=str(png), orig_name=png.name, mime_type="image/png")
+
+    def apply_style(values: dict[str, Any]) -> FileData:
+        options = {**(values.pop("options") or {}), "style_name": values.pop("style_name")}
+        return run({**values, "style": None, "method": "inst", "options": options})
+
+    style_name = inspect.Parameter("style_name", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str)
+    endpoints = {
+        "stylize": _api_function("stylize", "Stylize `content` in the style of `style`.", run),
+        "apply_style": _api_function(
+            "apply_style",
+            "Apply a learned InST style (see /styles) to `content`.",
+            apply_style,
+            drop=("style", "method"),
+            extra=((style_name, "the learned style's name or slug (see /styles)"),),
+        ),
+    }
+    for name, endpoint in endpoints.items():
+        dependency = gr.api(endpoint, api_name=name, concurrency_id="stylize", concurrency_limit=concurrency)
+        _describe_api_parameters(demo, dependency, endpoint)
+
+    def styles() -> list[dict]:
+        """The learned InST styles: name, slug, source, CLIP mode, steps, final loss, created."""
+        if context.backend == "modal":
+            return pipelines.ModalBackend().styles()
+        return [asdict(entry) for entry in pipelines.style_library(context).list()]
+
+    gr.api(styles, api_name="styles", queue=False)
+
+
+def _upload_path(file: Any, role: str) -> str:
+    """The server-side path of an uploaded file sent as FileData (what ``gradio_client.handle_file`` makes)."""
+    path = file.get("path") if isinstance(file, dict) else getattr(file, "path", None)
+    if not isinstance(path, str) or not path:
+        raise gr.Error(f"{role} must be an image file; send it with gradio_client.handle_file('picture.jpg').")
+    return path
+
+
+# ---- result files ---------------------------------------------------------------------------------------------
+
+
+def _save(result: StyleResult) -> Path:
+    """Write the result PNG (with its parameters) to a folder of its own; return its path."""
+    meta = result.metadata
+    seed = f"-seed{meta.seed}" if meta.seed is not None else ""
+    return result.save(RESULTS_DIR / uuid.uuid4().hex / f"stylized-{meta.method}{seed}.png")
+
+
+def _save_with_before(result: StyleResult) -> tuple[Path, Path]:
+    """The result PNG and, beside it, the before-picture for the comparison slider. The before-picture is for
+    display only, so it is a JPEG: encoding it as PNG cost 90 ms of a fast-engine request's 160."""
+    png = _save(result)
+    before = png.parent / "content.jpg"
+    (result.content or result.image).save(before, quality=92)
+    return png, before
 
 
 def clean_results(older_than_s: float = RESULT_TTL_S, now: float | None = None) -> int:
@@ -140,583 +906,7 @@ def _clean_results_forever(interval_s: float = 600) -> None:
         time.sleep(interval_s)
 
 
-def _save(result: StyleResult) -> Path:
-    """Write the result PNG (with its parameters) to a folder of its own; return its path."""
-    folder = RESULTS_DIR / uuid.uuid4().hex
-    meta = result.metadata
-    return result.save(folder / f"stylized-{meta['method']}-seed{meta['seed']}.png")
-
-
-def _save_with_before(result: StyleResult) -> tuple[Path, Path]:
-    """The result PNG and, beside it, the before-picture for the comparison slider. The before-picture is for
-    display only, so it is a JPEG: encoding it as PNG cost 90 ms of a fast-engine request's 160."""
-    png = _save(result)
-    before = png.parent / "content.jpg"
-    (result.content or result.image).save(before, quality=92)
-    return png, before
-
-
-def _as_file(result: StyleResult) -> FileData:
-    """The saved result PNG as the API returns it (the API returns no before-picture, so none is written)."""
-    png = _save(result)
-    return FileData(path=str(png), orig_name=png.name, mime_type="image/png")
-
-
-def _summary(meta: dict[str, Any]) -> str:
-    where = f"{meta['device']}, via Modal" if meta.get("backend") == "modal" else meta["device"]
-    steps = f" · {meta['steps']} steps" if meta["steps"] else ""
-    return (
-        f"**{meta['method']}** · strength {meta['strength']:.2f}{steps} · seed {meta['seed']} · "
-        f"{meta['size'][0]}×{meta['size'][1]} · {meta['timings']['total_s']:.2f} s on {where}"
-    )
-
-
-def build_demo(
-    default_method: str | None = None,
-    device: str = "auto",
-    weights: dict[str, str] | None = None,
-    backend: str = "local",
-) -> gr.Blocks:
-    """The whole app. ``default_method`` preselects a method; ``device`` is where local methods run; ``weights``
-    maps a method name to its weights location; ``backend`` is ``local``, ``modal`` or ``auto`` (local CUDA, else
-    Modal if configured, else local CPU)."""
-    weights = dict(weights or {})
-    on_gpu = device.startswith("cuda") or (device == "auto" and cuda_available())
-    backend = choose_backend(backend, cuda=on_gpu, modal_ready=modal_configured())
-    if default_method is None:  # the remote GPU serves the diffusion methods
-        default_method = pipelines.default_method_name(
-            "cuda" if backend == "modal" else pipelines.resolve_device(device)
-        )
-    pipelines.get_method(default_method)  # fail at start-up, not at the first click, on a bad name
-    concurrency = GPU_CONCURRENCY if on_gpu else CPU_CONCURRENCY
-    if backend == "modal":
-        concurrency = REMOTE_CONCURRENCY  # Modal scales out; the queue, not this process, is the limit
-    default_steps = pipelines.get_method(default_method).steps
-
-    def generate(
-        content,
-        style,
-        method,
-        strength,
-        steps,
-        seed,
-        random_seed,
-        max_side,
-        preserve_color,
-        history,
-        run_on,
-        *option_values,
-        progress=gr.Progress(),
-    ):
-        if content is None:
-            raise gr.Error("Add a content image first: upload one, paste it, take a photo, or pick an example.")
-        if style is None and pipelines.get_method(method).uses_style_image:
-            raise gr.Error("Add a style image first: upload or paste a painting, or pick an example.")
-        if not random_seed and seed is None:
-            raise gr.Error("Enter a seed, or tick 'Random seed'.")
-        result = _run(
-            progress,
-            content=content,
-            style=style,
-            method=method,
-            strength=strength,
-            steps=steps,
-            seed=None if random_seed else seed,
-            max_side=max_side,
-            preserve_color=preserve_color,
-            device=device,
-            weights=weights.get(method),
-            extras=_extras_for(method, option_values),
-            backend=run_on,
-        )
-        png, before = _save_with_before(result)
-        caption = f"{result.metadata['method']} · {result.metadata['strength']:.2f} · seed {result.metadata['seed']}"
-        entry = {"png": str(png), "before": str(before), "caption": caption, "metadata": result.metadata}
-        history = [entry, *history][:HISTORY_LIMIT]
-        return (
-            (str(before), str(png)),
-            gr.update(value=str(png), interactive=True),
-            result.metadata["seed"],
-            _summary(result.metadata),
-            result.metadata,
-            history,
-            [(h["png"], h["caption"]) for h in history],
-        )
-
-    def reopen(history, evt: gr.SelectData):
-        entry = history[evt.index]
-        return (
-            (entry["before"], entry["png"]),
-            gr.update(value=entry["png"], interactive=True),
-            _summary(entry["metadata"]),
-            entry["metadata"],
-        )
-
-    def stylize(
-        content: FileData,
-        style: FileData,
-        method: str | None = None,
-        strength: float = 0.7,
-        steps: int | None = None,
-        seed: int | None = None,
-        max_side: int = DEFAULT_MAX_SIDE,
-        preserve_color: bool = False,
-        options: dict | None = None,
-    ) -> FileData:
-        """Stylize `content` in the style of `style`.
-
-        Returns a PNG whose `style-studio` text chunk holds every parameter (method, strength, steps, the seed
-        actually used, device, timings). `method` None picks the server's default; `seed` None draws one.
-        `options`: method-specific options, e.g. {"content_scale": 0.5, "eta": 0} for artfusion.
-        """
-        result = _run(
-            content=_upload_path(content, "content"),
-            style=_upload_path(style, "style"),
-            method=method,
-            strength=strength,
-            steps=steps,
-            seed=seed,
-            max_side=max_side,
-            preserve_color=preserve_color,
-            device=device,
-            weights=weights.get(method or default_method),
-            extras=options or {},
-            backend=backend,
-        )
-        return _as_file(result)
-
-    with gr.Blocks(title="Style Studio", delete_cache=(3600, 3600)) as demo:
-        history = gr.State([])
-        gr.Markdown(
-            "# Style Studio\n"
-            "Pick a **content** photo and a **style** painting, set the strength, press **Generate**. "
-            "Every result is a PNG that remembers how it was made."
-        )
-        with gr.Tab("Stylize") as stylize_tab, gr.Row(equal_height=False):
-            with gr.Column(scale=5):
-                with gr.Row():
-                    with gr.Column(min_width=200):
-                        content = gr.Image(
-                            label="Content",
-                            type="filepath",
-                            image_mode=None,
-                            height=280,
-                            sources=["upload", "clipboard", "webcam"],
-                            elem_id="content-image",
-                        )
-                        gr.Examples(
-                            [[str(p)] for p in CONTENT_EXAMPLES],
-                            inputs=[content],
-                            label="Example photos",
-                            cache_examples=False,
-                        )
-                    with gr.Column(min_width=200):
-                        style = gr.Image(
-                            label="Style",
-                            type="filepath",
-                            image_mode=None,
-                            height=280,
-                            sources=["upload", "clipboard"],
-                            elem_id="style-image",
-                        )
-                        gr.Examples(
-                            [[str(p)] for p in STYLE_EXAMPLES],
-                            inputs=[style],
-                            label="Example paintings (public domain)",
-                            cache_examples=False,
-                        )
-                method = gr.Dropdown(_method_choices(), value=default_method, label="Method", elem_id="method")
-                method_help = gr.Markdown(_method_help(default_method))
-                strength = gr.Slider(
-                    0,
-                    1,
-                    value=0.7,
-                    step=0.05,
-                    label="Style strength",
-                    info="0 keeps the content unchanged, 1 is the strongest style.",
-                )
-                steps = gr.Slider(
-                    1,
-                    default_steps.maximum if default_steps else 100,
-                    step=1,
-                    precision=0,
-                    value=default_steps.default if default_steps else 30,
-                    label="Diffusion steps",
-                    elem_id="steps",
-                    interactive=default_steps is not None,
-                    info=None if default_steps else "Not used by this method (it has no diffusion steps).",
-                )
-                generate_button = gr.Button("Generate", variant="primary", elem_id="generate")
-                with gr.Row():
-                    seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=MAX_SEED)
-                    random_seed = gr.Checkbox(True, label="Random seed", info="Untick to reuse the seed shown.")
-                with gr.Accordion("Advanced", open=False):
-                    max_side = gr.Slider(
-                        256,
-                        2048,
-                        value=DEFAULT_MAX_SIDE,
-                        step=64,
-                        precision=0,
-                        label="Max side (px)",
-                        info="Long side of the working resolution.",
-                    )
-                    preserve_color = gr.Checkbox(
-                        False,
-                        label="Preserve content colours",
-                        info="Take the style's brushwork and light, keep the photo's colours.",
-                    )
-                    run_on = gr.Radio(
-                        [("Remote GPU (Modal)", "modal"), ("This machine", "local")],
-                        value=backend,
-                        label="Run on",
-                        info="If the remote GPU fails, switch to this machine.",
-                        visible=backend == "modal" or modal_configured(),
-                    )
-                    option_groups, option_inputs, option_controls_with_suggestions = {}, [], []
-                    for name in pipelines.method_names():
-                        specs = pipelines.get_method(name).options
-                        if not specs:
-                            continue
-                        with gr.Group(visible=name == default_method) as option_groups[name]:
-                            gr.Markdown(f"**{pipelines.get_method(name).label}**")
-                            for spec in specs:
-                                option_inputs.append(_option_control(spec))
-                                if spec.suggestions is not None:
-                                    option_controls_with_suggestions.append((spec, option_inputs[-1], None))
-                                if spec.previews is not None:  # thumbnails to click, e.g. learned styles
-                                    previews = gr.Gallery(
-                                        elem_id=f"{spec.name}-previews",
-                                        label=f"{spec.label}: click to choose",
-                                        columns=6,
-                                        height=130,
-                                        allow_preview=False,
-                                        fit_columns=False,
-                                        object_fit="cover",
-                                    )
-                                    previews.select(_pick_preview, None, option_inputs[-1], api_visibility="private")
-                                    option_controls_with_suggestions[-1] = (spec, option_inputs[-1], previews)
-            with gr.Column(scale=5):
-                comparison = gr.ImageSlider(
-                    label="Before / after",
-                    type="filepath",
-                    format="png",
-                    elem_id="result",
-                    interactive=False,
-                    height=420,
-                )
-                summary = gr.Markdown("Your result will appear here.", elem_id="summary")
-                download = gr.DownloadButton("Download PNG (with parameters)", interactive=False, elem_id="download")
-                with gr.Accordion("Parameters", open=False):
-                    parameters = gr.JSON(label="Everything needed to reproduce this picture")
-                gallery = gr.Gallery(
-                    label="History (this session; click to reopen)",
-                    columns=6,
-                    height=200,
-                    allow_preview=False,
-                    fit_columns=False,
-                    object_fit="cover",
-                    elem_id="history",
-                )
-
-        with gr.Tab("Learn a style"):
-            gr.Markdown(
-                "Teach InST a style from **one** painting. The fast preset takes a couple of minutes on a modern GPU; "
-                "the paper preset follows the original recipe (6100 steps). A cancelled run resumes when you start "
-                "it again with the same name. Learned styles appear below and in the Stylize tab (method InST)."
-            )
-            with gr.Row(equal_height=False):
-                with gr.Column(scale=4):
-                    learn_image = gr.Image(
-                        label="Style image",
-                        type="filepath",
-                        image_mode=None,
-                        height=260,
-                        sources=["upload", "clipboard"],
-                        elem_id="learn-image",
-                    )
-                    learn_name = gr.Textbox(label="Name", placeholder="e.g. starry-night", elem_id="learn-name")
-                    learn_preset = gr.Radio(["fast", "paper"], value="fast", label="Preset")
-                    learn_steps = gr.Number(None, label="Steps (empty: the preset's)", precision=0, minimum=1)
-                    learn_clip_mode = gr.Radio(
-                        ["paper", "code"],
-                        value="paper",
-                        label="CLIP input",
-                        info="paper: correct preprocessing. code: the official code's quirk.",
-                    )
-                    learn_resolution = gr.Number(
-                        512,
-                        label="Training resolution (px, square)",
-                        precision=0,
-                        minimum=32,
-                        maximum=1024,
-                        elem_id="learn-resolution",
-                    )
-                    with gr.Row():
-                        learn_start = gr.Button("Start", variant="primary", elem_id="learn-start")
-                        learn_cancel = gr.Button("Cancel", elem_id="learn-cancel")
-                with gr.Column(scale=6):
-                    learn_status = gr.Markdown("Nothing running.", elem_id="learn-status")
-                    learn_plot = gr.LinePlot(x="step", y="loss", title="Training loss", height=260)
-                    library_gallery = gr.Gallery(
-                        label="Learned styles",
-                        columns=5,
-                        height=220,
-                        allow_preview=False,
-                        fit_columns=False,
-                        object_fit="cover",
-                        elem_id="library",
-                    )
-
-        method.change(_method_help, method, method_help, api_visibility="private")
-        method.change(_steps_update, method, steps, api_visibility="private")
-        method.change(_style_picker_update, method, style, api_visibility="private")
-        for name, group in option_groups.items():  # each method's options show only while it is selected
-            method.change(
-                lambda chosen, name=name: gr.update(visible=chosen == name), method, group, api_visibility="private"
-            )
-        generate_button.click(
-            generate,
-            [
-                content,
-                style,
-                method,
-                strength,
-                steps,
-                seed,
-                random_seed,
-                max_side,
-                preserve_color,
-                history,
-                run_on,
-                *option_inputs,
-            ],
-            [comparison, download, seed, summary, parameters, history, gallery],
-            api_visibility="private",
-            concurrency_id="stylize",
-            concurrency_limit=concurrency,
-        )
-        gallery.select(reopen, history, [comparison, download, summary, parameters], api_visibility="private")
-        gr.api(stylize, api_name="stylize", concurrency_id="stylize", concurrency_limit=concurrency)
-
-        def learn(style_file, name, preset, steps, clip_mode, resolution, request: gr.Request, progress=gr.Progress()):
-            """Learn a style in a worker thread; stream its loss to the plot; a Cancel stops it at the next step."""
-            if style_file is None:
-                raise gr.Error("Add the style image to learn from.")
-            if not (name or "").strip():
-                raise gr.Error("Give the style a name.")
-            cancel = _LEARNING_CANCELS[request.session_hash] = threading.Event()
-            updates: queue.Queue = queue.Queue()
-            outcome: dict[str, Any] = {}
-            base, clip = _inst_models(weights)
-
-            def work() -> None:
-                from pipelines.inst.service import learn_style_into_library
-
-                try:
-                    outcome["entry"] = learn_style_into_library(
-                        style_file,
-                        name,
-                        preset=preset,
-                        steps=int(steps) if steps else None,
-                        clip_mode=clip_mode,
-                        resolution=int(resolution or 512),
-                        base_model=base,
-                        clip_model=clip,
-                        device=device,
-                        cancel=cancel,
-                        on_step=lambda step, total, loss: updates.put((step, total, loss)),
-                    )
-                except BaseException as exc:  # reported to the person below, never swallowed
-                    outcome["error"] = exc
-                finally:
-                    updates.put(None)
-
-            threading.Thread(target=work, name="learn-style", daemon=True).start()
-            points: list[tuple[int, float]] = []
-            while (item := updates.get()) is not None:
-                step, total, loss = item
-                points.append((step, loss))
-                progress((step, total), desc=f"Learning: step {step}/{total}")
-                if step == total or step % 5 == 0:
-                    yield f"Step {step}/{total}, loss {loss:.4f}", _loss_frame(points), gr.update()
-            _LEARNING_CANCELS.pop(request.session_hash, None)
-            error = outcome.get("error")
-            if error is not None:
-                from pipelines.inst.training import TrainingCancelled
-
-                if isinstance(error, TrainingCancelled):
-                    yield (
-                        f"Cancelled ({error}). Start again with the same name to resume.",
-                        _loss_frame(points),
-                        gr.update(),
-                    )
-                    return
-                if isinstance(error, StudioError):
-                    raise gr.Error(str(error), print_exception=False)
-                logger.error("learning failed", exc_info=error)
-                raise gr.Error(f"Learning failed unexpectedly ({type(error).__name__}: {error}).")
-            entry = outcome["entry"]
-            yield (
-                (
-                    f"Learned **{entry.name}** ({entry.steps} steps, final loss {entry.final_loss}). Pick it in the "
-                    "Stylize tab: method InST, Advanced → Learned style."
-                ),
-                _loss_frame(points),
-                _library_gallery(),
-            )
-
-        def cancel_learning(request: gr.Request):
-            event = _LEARNING_CANCELS.get(request.session_hash)
-            if event is None:
-                return "Nothing to cancel."
-            event.set()
-            return "Cancelling at the next step…"
-
-        learn_start.click(
-            learn,
-            [learn_image, learn_name, learn_preset, learn_steps, learn_clip_mode, learn_resolution],
-            [learn_status, learn_plot, library_gallery],
-            api_visibility="private",
-            concurrency_id="learn",
-            concurrency_limit=1,
-        )
-        learn_cancel.click(cancel_learning, None, learn_status, api_visibility="private", queue=False)
-        demo.load(_library_gallery, None, library_gallery, api_visibility="private")
-        for spec, control, previews in option_controls_with_suggestions:  # live choices, e.g. learned styles
-            outputs = [control] if previews is None else [control, previews]
-
-            def refresh(spec=spec, with_previews=previews is not None):
-                choices = gr.update(choices=spec.suggestions())
-                return (choices, spec.previews() if spec.previews else []) if with_previews else choices
-
-            demo.load(refresh, None, outputs, api_visibility="private")  # on every visit
-            stylize_tab.select(refresh, None, outputs, api_visibility="private")  # and after learning a style
-
-        def styles() -> list[dict]:
-            """The learned InST styles in the library: name, slug, source, CLIP mode, steps, final loss, created."""
-            from dataclasses import asdict
-
-            from pipelines.inst.library import StyleLibrary
-
-            return [asdict(entry) for entry in StyleLibrary().list()]
-
-        def apply_style(
-            content: FileData,
-            style_name: str,
-            strength: float = 0.7,
-            steps: int | None = None,
-            seed: int | None = None,
-            max_side: int = DEFAULT_MAX_SIDE,
-            preserve_color: bool = False,
-            options: dict | None = None,
-        ) -> FileData:
-            """Apply a learned InST style (see /styles) to `content`; returns the PNG with its parameters."""
-            result = _run(
-                content=_upload_path(content, "content"),
-                style=None,
-                method="inst",
-                strength=strength,
-                steps=steps,
-                seed=seed,
-                max_side=max_side,
-                preserve_color=preserve_color,
-                device=device,
-                weights=weights.get("inst"),
-                extras={**(options or {}), "style_name": style_name},
-            )
-            return _as_file(result)
-
-        gr.api(styles, api_name="styles", queue=False)
-        gr.api(apply_style, api_name="apply_style", concurrency_id="stylize", concurrency_limit=concurrency)
-
-    demo.queue(max_size=QUEUE_MAX_SIZE)
-    return demo
-
-
-def _option_control(spec: OptionSpec) -> gr.components.Component:
-    """A widget for one method option (a method declares its options; the UI never hard-codes them)."""
-    if spec.kind == "choice":
-        return gr.Radio(list(spec.choices), value=spec.default, label=spec.label, info=spec.help)
-    if spec.kind == "text":
-        if spec.suggestions is not None:
-            return gr.Dropdown(
-                spec.suggestions(), value=None, label=spec.label, info=spec.help, allow_custom_value=True
-            )
-        return gr.Textbox("", label=spec.label, info=spec.help)
-    if spec.default is None:  # "automatic" unless set: a text box left empty (a number box would show 0)
-        return gr.Textbox("", label=spec.label, info=spec.help, placeholder=f"auto ({spec.minimum}–{spec.maximum})")
-    step = 1 if spec.kind == "int" else 0.05
-    return gr.Slider(
-        spec.minimum,
-        spec.maximum,
-        value=spec.default,
-        step=step,
-        label=spec.label,
-        info=spec.help,
-        precision=0 if spec.kind == "int" else None,
-    )
-
-
-def _extras_for(method: str, option_values: tuple) -> dict[str, Any]:
-    """The selected method's option values from the flat list of every method's option widgets."""
-    specs = [(name, spec) for name in pipelines.method_names() for spec in pipelines.get_method(name).options]
-    return {
-        spec.name: value
-        for (name, spec), value in zip(specs, option_values, strict=True)
-        if name == method and value is not None
-    }
-
-
-_LEARNING_CANCELS: dict[str, threading.Event] = {}  # browser session → its running style training
-
-
-def _style_picker_update(name: str) -> dict[str, Any]:
-    """Methods that take their style from elsewhere (InST: a learned style) say so on the style picker."""
-    if pipelines.get_method(name).uses_style_image:
-        return gr.update(label="Style")
-    return gr.update(label="Style (not used: this method applies a learned style, chosen under Advanced)")
-
-
-def _pick_preview(evt: gr.SelectData) -> str:
-    """A clicked thumbnail selects its value (the caption is the value)."""
-    return evt.value["caption"] if isinstance(evt.value, dict) else str(evt.value)
-
-
-def _inst_models(weights: dict[str, str]) -> tuple[str, str]:
-    from pipelines.inst.method import split_weights, weights_spec
-
-    return split_weights(weights.get("inst") or weights_spec())
-
-
-def _loss_frame(points: list[tuple[int, float]]) -> Any:
-    import pandas as pd
-
-    return pd.DataFrame(points, columns=["step", "loss"])
-
-
-def _library_gallery() -> list[tuple[str, str]]:
-    """Thumbnails and names of the learned styles."""
-    from pipelines.inst.library import StyleLibrary
-
-    return [(path, entry.name) for path, entry in StyleLibrary().thumbnails()]
-
-
-def _upload_path(file: Any, role: str) -> str:
-    """The server-side path of an uploaded file sent as FileData (what ``gradio_client.handle_file`` makes)."""
-    path = file.get("path") if isinstance(file, dict) else getattr(file, "path", None)
-    if not isinstance(path, str) or not path:
-        raise gr.Error(f"{role} must be an image file; send it with gradio_client.handle_file('picture.jpg').")
-    return path
-
-
-def _preload(method: str | None, device: str, weights: dict[str, str]) -> None:
-    """Load the page's default method while the server starts, so the first visitor does not wait for it."""
-    try:
-        method = method or pipelines.default_method_name(pipelines.resolve_device(device))
-        key = pipelines.preload(method, device=device, weights=weights.get(method))
-        logger.info("preloaded %s on %s", key.method, key.device)
-    except Exception as exc:  # the first request will retry and show the error to the user properly
-        logger.warning("could not preload the default method: %s", exc)
+# ---- the edge: flags and environment → settings → the app -----------------------------------------------------
 
 
 def read_auth(pairs: list[str], auth_file: str | None) -> list[tuple[str, str]]:
@@ -737,19 +927,15 @@ def read_auth(pairs: list[str], auth_file: str | None) -> list[tuple[str, str]]:
     return logins
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="Style Studio: diffusion style transfer in the browser.")
+    env = os.environ
     parser.add_argument(
         "--host",
-        default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+        default=env.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         help="address to listen on (0.0.0.0 to serve your network; default 127.0.0.1)",
     )
-    parser.add_argument(
-        "--port",
-        type=int,
-        default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-        help="port to listen on (default 7860)",
-    )
+    parser.add_argument("--port", type=int, default=int(env.get("GRADIO_SERVER_PORT", "7860")), help="default 7860")
     parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
     parser.add_argument(
         "--method",
@@ -757,21 +943,23 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="method selected when the page opens (default: the best this machine can run)",
     )
-    parser.add_argument("--device", default="auto", help="auto (CUDA, else MPS, else CPU), cuda, cuda:N, mps or cpu")
+    parser.add_argument("--device", default=None, help="auto (CUDA, else MPS, else CPU), cuda, cuda:N, mps or cpu")
     parser.add_argument(
         "--weights",
         action="append",
         default=[],
         metavar="METHOD=PATH_OR_REPO",
-        help="weights for a method, e.g. artfusion=/models/artfusion_r12_step=317673.ckpt",
+        help="weights for a method, e.g. artfusion=/models/artfusion_r12_step=317673.ckpt "
+        "or inst=SD_FOLDER::CLIP_FOLDER (repeatable)",
     )
+    parser.add_argument("--library", default=None, metavar="DIR", help="the InST style library folder")
     parser.add_argument(
         "--backend",
-        choices=["auto", "local", "modal"],
-        default="auto",
-        help="where methods run: auto = local CUDA, else Modal if configured, else this CPU",
+        choices=pipelines.BACKENDS,
+        default=None,
+        help="where methods run: auto (default) = local CUDA, else Modal if configured, else this CPU",
     )
-    parser.add_argument("--compile", nargs="?", const="on", default=None, metavar="MODE", help=COMPILE_HELP)
+    parser.add_argument("--compile", nargs="?", const="on", default=None, metavar="MODE", help=pipelines.COMPILE_HELP)
     parser.add_argument(
         "--auth",
         action="append",
@@ -779,27 +967,49 @@ def main(argv: list[str] | None = None) -> None:
         metavar="USER:PASSWORD",
         help="require a login (repeatable); or set STYLE_STUDIO_AUTH_FILE to a file of USER:PASSWORD lines",
     )
+    return parser
+
+
+def context_from(args: argparse.Namespace) -> StudioContext:
+    """The app's StudioContext: its flags over the environment; weights that cannot exist fail here."""
+    context = StudioContext.from_environment(
+        device=args.device,
+        backend=args.backend,
+        compile=args.compile,
+        library_dir=args.library,
+        weights=pipelines.parse_weights(args.weights, "--weights"),
+    )
+    for name, location in context.weights.items():
+        pipelines.get_method(name).check_weights(location)
+    if context.device != "auto":
+        pipelines.resolve_device(context.device)
+    return context
+
+
+def _preload(method: str | None, context: StudioContext) -> None:
+    """Load the page's default method while the server starts, so the first visitor does not wait for it."""
+    try:
+        key = pipelines.preload(method, context=context)
+        logger.info("preloaded %s on %s", key.method, key.device)
+    except Exception as exc:  # remembered if it is about weights; the first request shows it properly
+        logger.warning("could not preload the default method: %s", pipelines.describe_error(exc, FRONT_END))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         auth = read_auth(args.auth, os.environ.get("STYLE_STUDIO_AUTH_FILE"))
     except ValueError as exc:
         parser.error(str(exc))
-    weights = {}
-    for pair in args.weights:
-        name, sep, location = pair.partition("=")
-        if not sep or name not in pipelines.method_names():
-            parser.error(f"--weights takes METHOD=PATH_OR_REPO with METHOD one of {pipelines.method_names()}")
-        weights[name] = location
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        if args.compile is not None:
-            set_compile(args.compile)
-        device = pipelines.resolve_device(args.device) if args.device != "auto" else "auto"
-        app = build_demo(args.method, device, weights, backend=args.backend)
+        context = pipelines.set_default_context(context_from(args))
+        app = build_demo(context, args.method)
     except StudioError as exc:
-        parser.exit(2, f"error: {exc}\n")
-    if choose_backend(args.backend, cuda_available(), modal_configured()) == "local":
-        threading.Thread(target=_preload, args=(args.method, args.device, weights), name="preload", daemon=True).start()
+        parser.exit(2, f"error: {exc.for_front_end(FRONT_END)}\n")
+    if context.backend == "local":
+        threading.Thread(target=_preload, args=(args.method, context), name="preload", daemon=True).start()
     threading.Thread(target=_clean_results_forever, name="clean-results", daemon=True).start()
     if args.share and not auth:
         logger.warning("sharing a public link without --auth: anyone with the link can use this machine")

@@ -3,20 +3,28 @@
     modal deploy modal_app.py                       # once: makes the Studio class callable by name
     modal run modal_app.py --content-file-path A.jpg --style-file-path B.jpg [--method artfusion --strength 0.7]
 
-The container loads the default method once in ``@modal.enter()`` through the same pipeline cache the local
-app uses; ``stylize`` takes PNG bytes and parameters and returns PNG bytes and metadata. Weights download once
-into a Volume (the Hugging Face cache), which also holds the InST style library. ``HF_TOKEN`` comes from the
-Modal secret ``huggingface-secret`` (``modal secret create huggingface-secret HF_TOKEN=hf_...``).
+The container builds its ``StudioContext`` from the image's environment in ``@modal.enter()`` and loads the
+default method once; every method below calls the same public API as the local app (``pipelines.run_here``,
+``pipelines.learn_style``). Weights download once into a Volume (the Hugging Face cache), which also holds the
+InST style library. ``HF_TOKEN`` comes from the Modal secret ``huggingface-secret``
+(``modal secret create huggingface-secret HF_TOKEN=hf_...``). Deploy-time settings: ``STYLE_STUDIO_GPU`` (GPU
+type), ``STYLE_STUDIO_COMPILE`` and ``STYLE_STUDIO_WEIGHTS`` (e.g. ``artfusion=/cache/artfusion.ckpt``).
 """
 
 from __future__ import annotations
 
+import inspect
 import os
+import queue
+import threading
 from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import modal
+
+import pipelines
 
 APP_NAME = "style-studio"
 GPU = os.environ.get("STYLE_STUDIO_GPU", "L40S")  # any Modal GPU type, e.g. "H100", "A10G"
@@ -33,15 +41,14 @@ image = (
             "GRADIO_ANALYTICS_ENABLED": "False",
             # `STYLE_STUDIO_COMPILE=on modal deploy modal_app.py`: CUDA-graph the denoiser (slower first picture)
             "STYLE_STUDIO_COMPILE": os.environ.get("STYLE_STUDIO_COMPILE", "off"),
+            "STYLE_STUDIO_WEIGHTS": os.environ.get("STYLE_STUDIO_WEIGHTS", ""),
         }
     )
     .add_local_python_source("pipelines")  # last: mounted at start, so code changes need no image rebuild
 )
 volume = modal.Volume.from_name("style-studio-cache", create_if_missing=True)
 app = modal.App(APP_NAME)
-
-with image.imports():
-    import pipelines
+PROGRESS = "style-studio-progress"  # a Modal Dict: style-learning progress and cancel flags, across containers
 
 
 @app.cls(
@@ -55,117 +62,156 @@ with image.imports():
 class Studio:
     @modal.enter()
     def load(self) -> None:
-        """Load the default method (ArtFusion on a GPU) once per container, into the shared pipeline cache."""
+        """Build the context from the container's environment and load the default method (ArtFusion on a GPU)."""
+        self.context = pipelines.set_default_context(pipelines.StudioContext.from_environment(backend="local"))
         try:
-            key = pipelines.preload(os.environ.get("STYLE_STUDIO_DEFAULT_METHOD") or None)
+            key = pipelines.preload(os.environ.get("STYLE_STUDIO_DEFAULT_METHOD") or None, context=self.context)
             print(f"loaded {key.method} on {key.device}")
             if not modal.is_local():
                 volume.commit()  # weights converted on first start persist for the next container
         except pipelines.StudioError as exc:  # the first request reports it properly
-            print(f"could not preload the default method: {exc}")
-        self.learning: dict[str, dict[str, Any]] = {}
+            print(f"could not preload the default method: {exc.for_front_end('modal')}")
 
     @modal.method()
     def stylize(self, content_png: bytes, style_png: bytes | None, parameters: dict[str, Any]) -> tuple[bytes, dict]:
-        """PNG bytes + parameters (as ``StyleRequest`` fields) in; PNG bytes (parameters inside) + metadata out."""
-        result = pipelines.run(pipelines.StyleRequest(content=content_png, style=style_png, **parameters))
-        return _as_remote(result)
+        """PNG bytes + request parameters in; PNG bytes (parameters inside) + metadata out."""
+        request = pipelines.StyleRequest(content=content_png, style=style_png, **parameters)
+        return _as_remote(pipelines.run_here(request, context=self.context))
 
     @modal.method()
     def stylize_with_progress(
         self, content_png: bytes, style_png: bytes | None, parameters: dict[str, Any]
     ) -> Iterator[dict[str, Any]]:
-        """Like ``stylize``, as a stream: ``{"progress": (done, total, text)}`` events, then ``{"result": …}``.
+        """Like ``stylize``, as a live stream: ``{"progress": (done, total, text)}`` events while the method runs,
+        then ``{"result": …}``, or ``{"error": message}`` for a problem with the request. Closing the stream
+        (the caller cancelled) stops the generation at its next step."""
+        events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        cancel = threading.Event()
 
-        A problem with the request ends the stream with ``{"error": message}`` (the caller shows it as is).
-        """
-        events: list[dict[str, Any]] = []
+        def work() -> None:
+            try:
+                request = pipelines.StyleRequest(content=content_png, style=style_png, **parameters)
+                result = pipelines.run_here(
+                    request, context=self.context, progress=lambda *p: events.put({"progress": p}), cancel=cancel
+                )
+                events.put({"result": _as_remote(result)})
+            except pipelines.StudioError as exc:
+                events.put({"error": exc.for_front_end("modal")})
+            except Exception as exc:  # a bug: reported as one, the container keeps serving
+                events.put({"error": pipelines.describe_error(exc, "modal")})
+            finally:
+                events.put(None)
+
+        threading.Thread(target=work, name="stylize", daemon=True).start()
         try:
-            request = pipelines.StyleRequest(content=content_png, style=style_png, **parameters)
-            result = pipelines.run(request, progress=lambda *p: events.append({"progress": p}))
-        except pipelines.StudioError as exc:
-            yield from events
-            yield {"error": str(exc)}
-            return
-        yield from events
-        yield {"result": _as_remote(result)}
+            while (event := events.get()) is not None:
+                yield event
+        finally:
+            cancel.set()  # a no-op when the work is done; stops it when the caller went away
 
     @modal.method()
     def learn_style(self, style_png: bytes, name: str, options: dict[str, Any]) -> dict[str, Any]:
-        """Learn an InST style into the library on the Volume. Spawn it; read ``progress(name)`` meanwhile."""
-        from dataclasses import asdict
+        """Learn an InST style into the Volume's library. Spawn it; ``progress(name)`` reads its step and loss,
+        ``cancel_learning(name)`` stops it (a checkpoint is kept; the same name resumes)."""
+        store = _progress_store()
+        store[name] = {"step": 0, "total": 0, "loss": None, "cancel": False}
+        try:
+            run = pipelines.learn_style(style_png, name, context=self.context, **options)
+            for event in run:
+                if event.kind == "step":
+                    state = store.get(name) or {}
+                    store[name] = {"step": event.step, "total": event.total, "loss": event.loss, "cancel": False}
+                    if state.get("cancel"):
+                        run.cancel()
+                elif event.kind == "cancelled":
+                    return {"cancelled": event.message}
+        except pipelines.StudioError as exc:
+            return {"error": exc.for_front_end("modal")}
+        finally:
+            if not modal.is_local():
+                volume.commit()  # the style (or its checkpoint) persists for every container
+        return {"entry": asdict(run.entry)}
 
-        from pipelines.inst.service import learn_style_into_library
-
-        def on_step(step: int, total: int, loss: float) -> None:
-            self.learning[name] = {"step": step, "total": total, "loss": loss}
-            _progress_store()[name] = self.learning[name]
-
-        entry = learn_style_into_library(style_png, name, on_step=on_step, **options)
-        if not modal.is_local():
-            volume.commit()
-        return asdict(entry)
+    @modal.method()
+    def cancel_learning(self, name: str) -> None:
+        """Ask a running ``learn_style`` (in any container) to stop at its next step."""
+        store = _progress_store()
+        store[name] = {**(store.get(name) or {}), "cancel": True}
 
     @modal.method()
     def progress(self, name: str) -> dict[str, Any] | None:
-        """The latest step/loss of a style being learned (from any container)."""
-        return _progress_store().get(name) or self.learning.get(name)
+        """The latest step/total/loss of a style being learned (from any container)."""
+        return _progress_store().get(name)
+
+    @modal.method()
+    def styles(self) -> list[dict[str, Any]]:
+        """The learned styles in the Volume's library."""
+        if not modal.is_local():
+            volume.reload()  # styles learned by other containers
+        return [asdict(entry) for entry in pipelines.style_library(self.context).list()]
 
 
-def _as_remote(result: Any) -> tuple[bytes, dict]:
-    result.metadata["backend"] = "modal"
-    return result.png_bytes(), result.metadata
+def _as_remote(result: pipelines.StyleResult) -> tuple[bytes, dict]:
+    result.metadata.backend = "modal"
+    return result.png_bytes(), result.metadata.to_dict()
 
 
 def _progress_store() -> Any:
     """Progress shared across containers (a Modal Dict); a plain dict when running locally."""
     if modal.is_local():
         return _LOCAL_PROGRESS
-    return modal.Dict.from_name("style-studio-progress", create_if_missing=True)
+    return modal.Dict.from_name(PROGRESS, create_if_missing=True)
 
 
 _LOCAL_PROGRESS: dict[str, Any] = {}
 
 
-def stylize_files(
-    call: Callable[[bytes, bytes | None, dict[str, Any]], tuple[bytes, dict]],
-    content_file_path: str,
-    style_file_path: str = "",
-    output_path: str = "output.png",
-    **parameters: Any,
-) -> Path:
-    """Read the two files, call ``stylize`` (remote, or ``.local`` in tests), write the PNG."""
-    content = Path(content_file_path).read_bytes()
-    style = Path(style_file_path).read_bytes() if style_file_path else None
-    png, metadata = call(content, style, parameters)
-    path = Path(output_path)
+# ---- `modal run modal_app.py --content-file-path A.jpg ...`: its flags come from the request schema ----------
+
+
+def _entrypoint_parameters() -> list[inspect.Parameter]:
+    """One ``modal run`` flag per declared request parameter (images as ``--NAME-file-path``)."""
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    declared = []
+    for param in pipelines.REQUEST_PARAMETERS:
+        if param.kind == "image":
+            default = "" if param.optional else inspect.Parameter.empty
+            declared.append(inspect.Parameter(f"{param.name}_file_path", keyword, default=default, annotation=str))
+        elif param.kind in ("options", "method"):  # options: NAME=VALUE pairs, e.g. --options eta=0,style_size=256
+            declared.append(inspect.Parameter(param.name, keyword, default="", annotation=str))
+        else:
+            declared.append(inspect.Parameter(param.name, keyword, default=param.default, annotation=param.python_type))
+    declared.append(inspect.Parameter("style_name", keyword, default="", annotation=str))
+    declared.append(inspect.Parameter("output_path", keyword, default="output.png", annotation=str))
+    return declared
+
+
+def stylize_files(call: Callable[[bytes, bytes | None, dict[str, Any]], tuple[bytes, dict]], **flags: Any) -> Path:
+    """Read the files named by the flags, call ``stylize`` (``.remote``, or ``.local`` in tests), write the PNG."""
+    images, parameters = {}, {}
+    for param in pipelines.REQUEST_PARAMETERS:
+        if param.kind == "image":
+            path = flags.get(f"{param.name}_file_path") or ""
+            images[param.name] = Path(path).read_bytes() if path else None
+        elif param.kind == "options":
+            pairs = [p for p in (flags.get(param.name) or "").split(",") if p.strip()]
+            parameters[param.name] = dict(pair.strip().split("=", 1) for pair in pairs)
+        elif param.name in flags:
+            parameters[param.name] = flags[param.name] if flags[param.name] != "" else None
+    if flags.get("style_name"):
+        parameters["options"] = {**parameters.get("options", {}), "style_name": flags["style_name"]}
+    png, metadata = call(images["content"], images["style"], parameters)
+    path = Path(flags.get("output_path") or "output.png")
     path.write_bytes(png)
-    seconds = metadata["timings"]["total_s"]
-    print(f"{path}  {metadata['method']}  seed {metadata['seed']}  {seconds:.2f} s on {metadata['device']}")
+    print(f"{path}  {pipelines.ResultMetadata.from_dict(metadata).summary()}")
     return path
 
 
-@app.local_entrypoint()
-def main(
-    content_file_path: str,
-    style_file_path: str = "",
-    method: str = "",
-    strength: float = 0.7,
-    steps: int = 0,
-    seed: int = -1,
-    max_side: int = 1024,
-    preserve_color: bool = False,
-    style_name: str = "",
-    output_path: str = "output.png",
-) -> None:
+def main(**flags: Any) -> None:
     """`modal run modal_app.py --content-file-path A.jpg --style-file-path B.jpg` writes output.png."""
-    parameters = {
-        "method": method or None,
-        "strength": strength,
-        "steps": steps or None,
-        "seed": None if seed < 0 else seed,
-        "max_side": max_side,
-        "preserve_color": preserve_color,
-        "extras": {"style_name": style_name} if style_name else {},
-    }
-    stylize_files(Studio().stylize.remote, content_file_path, style_file_path, output_path, **parameters)
+    stylize_files(Studio().stylize.remote, **flags)
+
+
+main.__signature__ = inspect.Signature(_entrypoint_parameters())  # type: ignore[attr-defined]
+main.__annotations__ = {p.name: p.annotation for p in main.__signature__.parameters.values()}  # type: ignore[attr-defined]
+main = app.local_entrypoint(name="main")(main)

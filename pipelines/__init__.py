@@ -1,17 +1,39 @@
 """Style studio: content image + style image → stylized picture, with one API for every method.
 
->>> from pipelines import stylize
->>> result = stylize("photo.jpg", "painting.jpg", method="fast", strength=0.7, seed=0)
+>>> import pipelines
+>>> result = pipelines.stylize("photo.jpg", "painting.jpg", method="fast", strength=0.7)
 >>> result.save("out.png")   # PNG that carries every parameter
+>>> result.metadata.summary()
 
-Front ends (``demo.py``, ``python -m pipelines``, ``modal_app.py``) only use what this module exports.
+This module is the one door: the front ends (``demo.py``, ``python -m pipelines``, ``modal_app.py``) use only
+what it exports. Settings travel in a ``StudioContext`` built at the edge (``StudioContext.from_environment``).
 """
 
 from pipelines.artfusion.method import ArtFusionMethod
-from pipelines.core.cache import PIPELINE_CACHE, PipelineCache, PipelineKey
-from pipelines.core.device import DEVICE_CHOICES, resolve_device
-from pipelines.core.errors import ImageInputError, InvalidRequestError, MethodUnavailableError, StudioError
-from pipelines.core.images import DEFAULT_MAX_SIDE, load_image, preserve_content_color
+from pipelines.backends import ModalBackend, RemoteBackendError
+from pipelines.core.availability import Availability
+from pipelines.core.cache import PipelineCache, PipelineKey
+from pipelines.core.compiling import COMPILE_HELP, COMPILE_MODES, check_compile_setting
+from pipelines.core.context import (
+    BACKENDS,
+    StudioContext,
+    default_context,
+    parse_weights,
+    set_default_context,
+)
+from pipelines.core.device import DEVICE_CHOICES, check_device_name, cuda_available, resolve_device
+from pipelines.core.errors import (
+    FRONT_ENDS,
+    GenerationCancelled,
+    ImageInputError,
+    InvalidRequestError,
+    MethodUnavailableError,
+    OutOfMemoryError,
+    StudioError,
+    WeightsFix,
+    describe_error,
+)
+from pipelines.core.images import DEFAULT_MAX_SIDE, image_digest, load_image, preserve_content_color
 from pipelines.core.method import (
     MethodInputs,
     OptionSpec,
@@ -23,44 +45,115 @@ from pipelines.core.method import (
     register_method,
 )
 from pipelines.core.png import read_png_metadata
-from pipelines.core.request import StyleRequest
-from pipelines.core.result import StyleResult
-from pipelines.core.studio import VERSION, preload, request_from_metadata, run, stylize
+from pipelines.core.request import MAX_SEED, REQUEST_PARAMETERS, Parameter, StyleRequest, get_request_parameter
+from pipelines.core.result import VERSION, ResultMetadata, StyleResult, Timings
+from pipelines.core.studio import (
+    preload,
+    request_from_metadata,
+    resolve_method,
+    retry_method,
+    run,
+    run_here,
+    stylize,
+)
 from pipelines.fast import FastMethod
+from pipelines.inst.learning import (
+    CLIP_MODES,
+    LearnEvent,
+    LearningRun,
+    import_style,
+    learn_style,
+    style_library,
+)
+from pipelines.inst.library import StyleEntry, StyleLibrary
 from pipelines.inst.method import InSTMethod
+from pipelines.inst.presets import DEFAULT_RESOLUTION as LEARN_RESOLUTION
+from pipelines.inst.presets import PRESETS as LEARN_PRESETS
 
 register_method(FastMethod())
 register_method(ArtFusionMethod())
 register_method(InSTMethod())
 
+
+def read_metadata(source) -> ResultMetadata:  # noqa: ANN001 (a path or bytes, as read_png_metadata)
+    """The typed metadata of a result PNG (``read_png_metadata`` gives the raw dict)."""
+    return ResultMetadata.from_dict(read_png_metadata(source))
+
+
+def convert_artfusion(checkpoint, out_dir, original_config=None):  # noqa: ANN001, ANN201
+    """Convert an original ArtFusion ``.ckpt`` into a diffusers folder (atomically); returns the folder."""
+    from pipelines.artfusion.weights import convert_to_folder
+
+    return convert_to_folder(checkpoint, out_dir, original_config)
+
+
 __version__ = VERSION
 __all__ = [
+    "BACKENDS",
+    "CLIP_MODES",
+    "COMPILE_HELP",
+    "COMPILE_MODES",
     "DEFAULT_MAX_SIDE",
     "DEVICE_CHOICES",
-    "PIPELINE_CACHE",
+    "FRONT_ENDS",
+    "LEARN_PRESETS",
+    "LEARN_RESOLUTION",
+    "MAX_SEED",
+    "REQUEST_PARAMETERS",
+    "Availability",
     "FastMethod",
+    "GenerationCancelled",
     "ImageInputError",
     "InvalidRequestError",
+    "LearnEvent",
+    "LearningRun",
     "MethodInputs",
     "MethodUnavailableError",
+    "ModalBackend",
     "OptionSpec",
+    "OutOfMemoryError",
+    "Parameter",
     "PipelineCache",
     "PipelineKey",
+    "RemoteBackendError",
+    "ResultMetadata",
     "StepsSpec",
+    "StudioContext",
     "StudioError",
+    "StyleEntry",
+    "StyleLibrary",
     "StyleMethod",
     "StyleRequest",
     "StyleResult",
+    "Timings",
+    "WeightsFix",
+    "check_compile_setting",
+    "check_device_name",
+    "convert_artfusion",
+    "cuda_available",
+    "default_context",
     "default_method_name",
+    "describe_error",
     "get_method",
+    "get_request_parameter",
+    "image_digest",
+    "import_style",
+    "learn_style",
     "load_image",
     "method_names",
+    "parse_weights",
     "preload",
     "preserve_content_color",
+    "read_metadata",
     "read_png_metadata",
     "register_method",
     "request_from_metadata",
     "resolve_device",
+    "resolve_method",
+    "retry_method",
     "run",
+    "run_here",
+    "set_default_context",
+    "style_library",
     "stylize",
 ]

@@ -1,5 +1,7 @@
 """Command line: ``python -m pipelines stylize --content A.jpg --style B.jpg -o output.png``.
 
+The ``stylize`` flags are generated from the request schema (``pipelines.REQUEST_PARAMETERS``); the settings
+flags (``--device``, ``--weights``, ``--compile``, ``--backend``, ``--library``) build the ``StudioContext``.
 Bad input exits with status 2 and one line saying what was wrong; an internal failure exits with 1.
 """
 
@@ -13,8 +15,8 @@ import sys
 from collections.abc import Sequence
 
 import pipelines
-from pipelines import DEFAULT_MAX_SIDE, DEVICE_CHOICES, StudioError, StyleRequest
-from pipelines.core.compiling import COMPILE_HELP, set_compile
+
+FRONT_END = "cli"
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -24,58 +26,77 @@ class _OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
+# ---- flags -------------------------------------------------------------------------------------------------
+
+
+def add_request_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per declared request parameter (adding a parameter to ``StyleRequest`` adds its flag here)."""
+    for param in pipelines.REQUEST_PARAMETERS:
+        flags = (param.flag, *param.aliases)
+        default_text = "" if param.default is None else f" (default {param.default})"
+        if param.kind == "image":
+            parser.add_argument(
+                *flags, dest=param.name, default=None, metavar="IMG", required=not param.optional, help=param.help
+            )
+        elif param.kind == "method":
+            parser.add_argument(*flags, dest=param.name, choices=pipelines.method_names(), help=param.help)
+        elif param.kind == "bool":
+            parser.add_argument(*flags, dest=param.name, action="store_true", help=param.help)
+        elif param.kind == "options":
+            parser.add_argument(
+                "--option",
+                dest=param.name,
+                action="append",
+                default=[],
+                metavar="NAME=VALUE",
+                help="a method-specific option, e.g. --option eta=0 (repeatable; see `methods`)",
+            )
+        else:
+            kind = float if param.kind == "fraction" else int
+            parser.add_argument(
+                *flags, dest=param.name, type=kind, default=param.default, help=param.help + default_text
+            )
+
+
+def add_context_arguments(parser: argparse.ArgumentParser, *, compile_flag: bool = True) -> None:
+    """The settings flags; each overrides its environment variable (see ``StudioContext.from_environment``)."""
+    parser.add_argument("--device", default=None, help=f"one of {', '.join(pipelines.DEVICE_CHOICES)} or cuda:N")
+    parser.add_argument(
+        "--weights",
+        default=None,
+        metavar="PATH_OR_REPO",
+        help="weights for the method (a local file or folder, or a Hub repo id); default: the method's own",
+    )
+    parser.add_argument("--base-model", default=None, metavar="ID_OR_PATH", help="InST: the Stable Diffusion 1.x model")
+    parser.add_argument("--clip-model", default=None, metavar="ID_OR_PATH", help="InST: the CLIP image encoder")
+    parser.add_argument("--library", default=None, metavar="DIR", help="the InST style library folder")
+    parser.add_argument(
+        "--backend",
+        choices=pipelines.BACKENDS,
+        default=None,
+        help="where to run: local (default), modal (the deployed Modal app), or auto (local CUDA, else Modal if configured)",
+    )
+    if compile_flag:
+        parser.add_argument(
+            "--compile", nargs="?", const="on", default=None, metavar="MODE", help=pipelines.COMPILE_HELP
+        )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(prog="python -m pipelines", description="Style studio command line.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_OneLineParser)
 
     run = commands.add_parser("stylize", help="stylize one content image with one style image")
-    run.add_argument(
-        "--content", "--content-file-path", dest="content", required=True, metavar="IMG", help="the picture to restyle"
-    )
-    run.add_argument(
-        "--style",
-        "--style-file-path",
-        dest="style",
-        default=None,
-        metavar="IMG",
-        help="the picture whose style to take (not needed with --method inst: use --style-name)",
-    )
-    run.add_argument(
-        "-o",
-        "--output",
-        default="output.png",
-        metavar="PNG",
-        help="where to write the result (PNG with every parameter inside; default output.png)",
-    )
-    run.add_argument(
-        "--method",
-        choices=pipelines.method_names(),
-        default=None,
-        help="style method (default: the best one this machine can run)",
-    )
-    run.add_argument("--strength", type=float, default=0.7, help="0 = content unchanged, 1 = strongest style")
-    run.add_argument("--steps", type=int, default=None, help="diffusion steps (method default if omitted)")
-    run.add_argument("--seed", type=int, default=None, help="random seed (drawn and recorded if omitted)")
-    run.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE, help="long side of the working resolution")
-    run.add_argument("--preserve-color", action="store_true", help="keep the content's colours")
-    run.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICE_CHOICES)} or cuda:N")
-    run.add_argument("--weights", default=None, help="weights location for the method (path or Hub repo id)")
-    run.add_argument("--compile", nargs="?", const="on", default=None, metavar="MODE", help=COMPILE_HELP)
+    add_request_arguments(run)
     run.add_argument("--style-name", default=None, metavar="NAME", help="a learned style from the library (inst)")
-    _add_inst_model_arguments(run)
-    run.add_argument(
-        "--option",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a method-specific option, e.g. --option content_scale=0.5 (see `methods`)",
-    )
+    run.add_argument("-o", "--output", default="output.png", metavar="PNG", help="where to write the PNG")
     run.add_argument(
         "--replay",
         metavar="PNG",
         default=None,
         help="take every parameter from a result PNG made earlier (reproduces it with the same inputs)",
     )
+    add_context_arguments(run)
     run.add_argument("-v", "--verbose", action="store_true", help="log progress and show tracebacks")
 
     commands.add_parser("methods", help="list the available methods and their options")
@@ -83,17 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     convert = commands.add_parser("convert-artfusion", help="convert an original ArtFusion .ckpt to a diffusers folder")
     convert.add_argument("checkpoint", metavar="CKPT", help="the original Lightning checkpoint")
     convert.add_argument("out_dir", metavar="OUT_DIR", help="where to write the diffusers folder")
+    convert.add_argument("--original-config", default=None, metavar="YAML_OR_JSON", help="a non-default config")
     convert.add_argument(
-        "--original-config",
-        default=None,
-        metavar="YAML_OR_JSON",
-        help="the training config, if not the released kl16_content12 architecture",
-    )
-    convert.add_argument(
-        "--push-to-hub",
-        default=None,
-        metavar="REPO",
-        help="also upload the folder to this Hub repo (created private; needs HF_TOKEN)",
+        "--push-to-hub", default=None, metavar="REPO", help="also upload to this Hub repo (private; needs HF_TOKEN)"
     )
 
     learn = commands.add_parser("learn-style", help="learn an InST style from one image into the library")
@@ -101,37 +114,24 @@ def build_parser() -> argparse.ArgumentParser:
     learn.add_argument("--name", required=True, help="the style's name in the library")
     learn.add_argument(
         "--preset",
-        choices=["paper", "fast"],
+        choices=list(pipelines.LEARN_PRESETS),
         default="fast",
-        help="paper: the official recipe (6100 steps); fast: precomputed inputs, 4 timesteps a step",
+        help="paper: the official recipe (6100 steps); fast: precomputed inputs, 4 timesteps a step (800 steps)",
     )
     learn.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's)")
-    learn.add_argument(
-        "--clip-mode",
-        choices=["paper", "code"],
-        default="paper",
-        help="CLIP input: paper = correct preprocessing; code = the official code's cast",
-    )
-    learn.add_argument("--resolution", type=int, default=512, help="training resolution (square)")
-    learn.add_argument("--device", default="auto")
+    learn.add_argument("--clip-mode", choices=pipelines.CLIP_MODES, default="paper", help="CLIP input preprocessing")
+    learn.add_argument("--resolution", type=int, default=pipelines.LEARN_RESOLUTION, help="training side (square)")
     learn.add_argument("--overwrite", action="store_true", help="replace a style of the same name")
-    learn.add_argument(
-        "--checkpoint-every",
-        type=int,
-        default=None,
-        metavar="N",
-        help="save a resumable checkpoint every N steps (default 500)",
-    )
+    learn.add_argument("--checkpoint-every", type=int, default=None, metavar="N", help="checkpoint every N steps")
     learn.add_argument("--gradient-checkpointing", action="store_true", help="less GPU memory, a little slower")
-    _add_inst_model_arguments(learn)
+    add_context_arguments(learn, compile_flag=False)
 
     imported = commands.add_parser("import-style", help="import an official InST embeddings.pt into the library")
     imported.add_argument("embeddings", metavar="FILE.pt")
     imported.add_argument("--style", required=True, metavar="IMG", help="the style image the file was trained on")
     imported.add_argument("--name", required=True)
-    imported.add_argument("--resolution", type=int, default=512)
-    imported.add_argument("--device", default="auto")
-    _add_inst_model_arguments(imported)
+    imported.add_argument("--resolution", type=int, default=pipelines.LEARN_RESOLUTION)
+    add_context_arguments(imported, compile_flag=False)
 
     styles = commands.add_parser("styles", help="list the learned styles in the library")
     styles.add_argument("--library", default=None, metavar="DIR", help="the style library folder")
@@ -143,103 +143,116 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _stylize(args: argparse.Namespace) -> int:
-    if args.compile is not None:
-        set_compile(args.compile)
-    if args.replay:
-        request = pipelines.request_from_metadata(pipelines.read_png_metadata(args.replay), args.content, args.style)
-    else:
-        request = StyleRequest(
-            content=args.content,
-            style=args.style,
-            method=args.method,
-            strength=args.strength,
-            steps=args.steps,
-            seed=args.seed,
-            max_side=args.max_side,
-            preserve_color=args.preserve_color,
-            device=args.device,
-            weights=_weights_for(args),
-            extras={**_parse_options(args.option), **({"style_name": args.style_name} if args.style_name else {})},
-        )
-    result = pipelines.run(request)
-    path = result.save(args.output)
-    meta = result.metadata
-    steps = f", {meta['steps']} steps" if meta["steps"] else ""
-    print(
-        f"{path}  {meta['size'][0]}x{meta['size'][1]}  {meta['method']}, strength {meta['strength']:.2f}{steps}, "
-        f"seed {meta['seed']}  ({meta['timings']['total_s']:.2f} s on {meta['device']})"
+def context_from(args: argparse.Namespace, method: str | None = None) -> pipelines.StudioContext:
+    """The StudioContext for this invocation: its flags over the environment."""
+    weights = {}
+    if getattr(args, "base_model", None) or getattr(args, "clip_model", None):
+        weights["inst"] = f"{args.base_model or ''}::{args.clip_model or ''}"
+    if getattr(args, "weights", None):
+        weights[method or "inst"] = args.weights
+    return pipelines.StudioContext.from_environment(
+        device=getattr(args, "device", None),
+        backend=getattr(args, "backend", None),
+        default_backend="local",
+        compile=getattr(args, "compile", None),
+        library_dir=getattr(args, "library", None),
+        weights=weights,
     )
+
+
+# ---- commands ----------------------------------------------------------------------------------------------
+
+
+def _stylize(args: argparse.Namespace) -> int:
+    if args.replay:
+        request, replayed = _replayed_request(args)
+    else:
+        values = {p.name: getattr(args, p.name) for p in pipelines.REQUEST_PARAMETERS}
+        values["options"] = _parse_options(args.options) | ({"style_name": args.style_name} if args.style_name else {})
+        request, replayed = pipelines.StyleRequest(**values), None
+    context = context_from(args, request.method)
+    if replayed is not None and not args.weights and replayed.weights:
+        method = pipelines.get_method(request.method)
+        if replayed.weights != method.default_weights():
+            context = context.with_overrides(weights={request.method: replayed.weights})
+    method = pipelines.resolve_method(request.method, context)
+    if context.weights_for(method.name):
+        method.check_weights(context.weights_for(method.name))
+    result = pipelines.run(request, context=context, progress=_progress_line if args.verbose else None)
+    path = result.save(args.output)
+    print(f"{path}  {result.metadata.summary()}")
     return 0
 
 
-def _add_inst_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--base-model", default=None, metavar="ID_OR_PATH", help="InST: the Stable Diffusion 1.x model")
-    parser.add_argument("--clip-model", default=None, metavar="ID_OR_PATH", help="InST: the CLIP image encoder")
-    parser.add_argument("--library", default=None, metavar="DIR", help="InST: the style library folder")
+def _replayed_request(args: argparse.Namespace) -> tuple[pipelines.StyleRequest, pipelines.ResultMetadata]:
+    """The request stored in ``--replay``'s PNG; warns when the given pictures are not the ones that made it."""
+    replayed = pipelines.read_metadata(args.replay)
+    request = pipelines.request_from_metadata(replayed, args.content, args.style)
+    for role, source, digest in (
+        ("content", args.content, replayed.content_digest),
+        ("style", args.style, replayed.style_digest),
+    ):
+        if source is None or not digest:
+            continue
+        actual = pipelines.image_digest(pipelines.load_image(source, role=role, max_side=request.max_side))
+        if actual != digest:
+            print(
+                f"warning: the {role} image {source} is not the one that made {args.replay} "
+                "(its pixels differ), so the result will differ; the parameters are replayed as stored.",
+                file=sys.stderr,
+            )
+    return request, replayed
 
 
-def _weights_for(args: argparse.Namespace) -> str | None:
-    if args.base_model or args.clip_model:
-        from pipelines.inst.method import weights_spec
-
-        return weights_spec(args.base_model, args.clip_model)
-    return args.weights
-
-
-def _progress_printer(every: int) -> object:
-    seen = []
-
-    def on_step(step: int, total: int, loss: float) -> None:
-        if not seen or step % every == 0 or step == total:  # the first line shows where a resumed run starts
-            print(f"step {step}/{total}  loss {loss:.4f}", flush=True)
-        seen.append(step)
-
-    return on_step
+def _progress_line(done: int, total: int, description: str) -> None:
+    print(f"{description} ({done}/{total})", file=sys.stderr, flush=True)
 
 
 def _learn_style(args: argparse.Namespace) -> int:
-    from pipelines.inst.service import learn_style_into_library
-
-    entry = learn_style_into_library(
+    run = pipelines.learn_style(
         args.style,
         args.name,
         preset=args.preset,
         steps=args.steps,
         clip_mode=args.clip_mode,
         resolution=args.resolution,
-        base_model=args.base_model,
-        clip_model=args.clip_model,
-        device=args.device,
-        on_step=_progress_printer(25),
         overwrite=args.overwrite,
         gradient_checkpointing=args.gradient_checkpointing,
         checkpoint_every=args.checkpoint_every,
+        context=context_from(args),
     )
+    first = True
+    try:
+        for event in run:
+            if event.kind == "step" and (first or event.step % 25 == 0 or event.step == event.total):
+                print(
+                    f"step {event.step}/{event.total}  loss {event.loss:.4f}", flush=True
+                )  # first: where a resume starts
+                first = False
+            elif event.kind == "loading":
+                print(event.message, flush=True)
+            elif event.kind == "cancelled":
+                print(f"cancelled: {event.message}", file=sys.stderr)
+                return 130
+    except KeyboardInterrupt:
+        run.cancel()
+        run.wait()  # lets the run write its checkpoint
+        raise
+    entry = run.entry
     print(f"learned style {entry.slug!r} ({entry.steps} steps, final loss {entry.final_loss}) into the library")
     return 0
 
 
 def _import_style(args: argparse.Namespace) -> int:
-    from pipelines.inst.service import import_style_into_library
-
-    entry = import_style_into_library(
-        args.embeddings,
-        args.style,
-        args.name,
-        base_model=args.base_model,
-        clip_model=args.clip_model,
-        device=args.device,
-        resolution=args.resolution,
+    entry = pipelines.import_style(
+        args.embeddings, args.style, args.name, resolution=args.resolution, context=context_from(args)
     )
     print(f"imported {args.embeddings} as style {entry.slug!r} (CLIP mode {entry.clip_mode})")
     return 0
 
 
 def _styles(args: argparse.Namespace) -> int:
-    from pipelines.inst.library import StyleLibrary
-
-    library = StyleLibrary()
+    library = pipelines.style_library(context_from(args))
     if args.rename:
         entry = library.rename(*args.rename)
         print(f"renamed {args.rename[0]!r} to {entry.slug!r}")
@@ -270,9 +283,7 @@ def _parse_options(pairs: list[str]) -> dict[str, str]:
 
 
 def _convert_artfusion(args: argparse.Namespace) -> int:
-    from pipelines.artfusion.weights import convert_to_folder
-
-    folder = convert_to_folder(args.checkpoint, args.out_dir, args.original_config)
+    folder = pipelines.convert_artfusion(args.checkpoint, args.out_dir, args.original_config)
     print(f"converted {args.checkpoint} -> {folder}")
     if args.push_to_hub:
         from huggingface_hub import HfApi
@@ -287,48 +298,61 @@ def _convert_artfusion(args: argparse.Namespace) -> int:
 def _methods() -> int:
     for name in pipelines.method_names():
         method = pipelines.get_method(name)
-        steps = (
-            f"steps {method.steps.minimum}-{method.steps.maximum} (default {method.steps.default})"
-            if method.steps
-            else "no steps"
-        )
+        spec = method.steps
+        steps = f"steps {spec.minimum}-{spec.maximum} (default {spec.default})" if spec else "no steps"
         print(f"{name:10s} {method.label}; {steps}. {method.description}")
         for option in method.options:
             print(f"{'':10s}   --option {option.name}=…  {option.label}. {option.help}")
     return 0
 
 
+def _metadata(args: argparse.Namespace) -> int:
+    print(json.dumps(pipelines.read_png_metadata(args.png), indent=2, sort_keys=True), flush=True)
+    return 0
+
+
+COMMANDS = {
+    "stylize": _stylize,
+    "methods": lambda args: _methods(),
+    "convert-artfusion": _convert_artfusion,
+    "learn-style": _learn_style,
+    "import-style": _import_style,
+    "styles": _styles,
+    "metadata": _metadata,
+}
+
+
+THIRD_PARTY_QUIET = {  # read only from the environment, by those libraries, when they are first imported
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "DIFFUSERS_VERBOSITY": "error",
+}
+
+
+def _quiet_libraries() -> None:
+    """Our own lines only: no third-party progress bars or advisories. transformers and diffusers reset their
+    log level from these variables when they are first imported, so this is the one way to quiet them without
+    importing them (and torch) for every command; the studio's own settings never travel this way."""
+    for name, value in THIRD_PARTY_QUIET.items():
+        os.environ.setdefault(name, value)
+    for name in ("huggingface_hub", "httpx", "httpx2"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     verbose = getattr(args, "verbose", False)
-    if not verbose:  # keep the output to our own lines: no library progress bars or advisory warnings
-        for name, value in (
-            ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
-            ("TRANSFORMERS_VERBOSITY", "error"),
-            ("DIFFUSERS_VERBOSITY", "error"),
-        ):
-            os.environ.setdefault(name, value)
-    if getattr(args, "library", None):  # the style library folder, for this process
-        os.environ["STYLE_STUDIO_LIBRARY"] = args.library
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if not verbose:
+        _quiet_libraries()
     try:
-        if args.command == "stylize":
-            return _stylize(args)
-        if args.command == "methods":
-            return _methods()
-        if args.command == "convert-artfusion":
-            return _convert_artfusion(args)
-        if args.command == "learn-style":
-            return _learn_style(args)
-        if args.command == "import-style":
-            return _import_style(args)
-        if args.command == "styles":
-            return _styles(args)
-        print(json.dumps(pipelines.read_png_metadata(args.png), indent=2, sort_keys=True))
-        return 0
-    except StudioError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        return COMMANDS[args.command](args)
+    except pipelines.StudioError as exc:
+        print(f"error: {pipelines.describe_error(exc, FRONT_END)}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `... | head` closed our output: not an error
+        _silence_stdout()
+        return 0
     except KeyboardInterrupt:
         print(
             "interrupted (a style being learned resumes from its last checkpoint: run the same command)",
@@ -340,6 +364,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"internal error: {type(exc).__name__}: {exc} (rerun with --verbose for details)", file=sys.stderr)
         return 1
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so Python's exit flush does not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 if __name__ == "__main__":

@@ -1,68 +1,38 @@
-"""Where a request runs: in this process (``local``) or on a Modal GPU (``modal``).
+"""The Modal backend: requests and style learning run in the app deployed by ``modal deploy modal_app.py``.
 
-``auto`` picks local CUDA when this machine has it, else Modal when credentials are configured
-(``MODAL_TOKEN_ID``/``MODAL_TOKEN_SECRET`` or the Modal config file), else the local CPU. The Modal backend
-calls the class deployed by ``modal deploy modal_app.py`` by name and maps every Modal failure to a message
-that says what to do, including "use the local engine".
+``pipelines.run`` and ``pipelines.learn_style`` come here when the context's backend is ``modal``. Progress
+streams back live (a generator method and ``.remote_gen``), a cancel closes the stream, and every Modal failure
+becomes one message that says what to do, including "use the local engine".
 """
 
 from __future__ import annotations
 
 import io
-import os
+import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from pipelines.core.errors import StudioError
+from pipelines.core.errors import GenerationCancelled, StudioError
 from pipelines.core.method import ProgressCallback
 from pipelines.core.request import StyleRequest
-from pipelines.core.result import StyleResult
-from pipelines.core.studio import run
+from pipelines.core.result import ResultMetadata, StyleResult
 
 MODAL_APP_NAME = "style-studio"
 MODAL_CLASS_NAME = "Studio"
 REMOTE_TIMEOUT_S = 600  # per call; a cold start plus a long InST run fit well inside
-BACKENDS = ("auto", "local", "modal")
+POLL_S = 1.0  # how often a remote style-learning run is asked for its progress
 
 
 class RemoteBackendError(StudioError):
     """The remote backend could not serve this request; the message says why and what to do instead."""
 
 
-def modal_configured(environ: dict[str, str] | None = None, home: Path | None = None) -> bool:
-    """Whether Modal credentials exist: both token variables, or a Modal config file."""
-    environ = os.environ if environ is None else environ
-    if environ.get("MODAL_TOKEN_ID") and environ.get("MODAL_TOKEN_SECRET"):
-        return True
-    config = Path(environ.get("MODAL_CONFIG_PATH") or (home or Path.home()) / ".modal.toml")
-    return config.is_file()
-
-
-def choose_backend(requested: str, cuda: bool, modal_ready: bool) -> str:
-    """``local`` or ``modal`` for ``requested`` in ``BACKENDS``, given what this machine has."""
-    if requested not in BACKENDS:
-        raise StudioError(f"Unknown backend {requested!r}: use auto, local or modal.")
-    if requested != "auto":
-        return requested
-    if cuda:
-        return "local"
-    return "modal" if modal_ready else "local"
-
-
-@dataclass
-class LocalBackend:
-    name: str = "local"
-
-    def run(self, request: StyleRequest, progress: ProgressCallback | None = None) -> StyleResult:
-        return run(request, progress=progress)
-
-
-def _as_png(source: Any) -> bytes | None:
-    """Request images as PNG bytes for the wire (paths are read; PIL images encoded)."""
+def as_png(source: Any) -> bytes | None:
+    """Request images as bytes for the wire (paths are read; PIL images encoded as PNG)."""
     if source is None:
         return None
     if isinstance(source, (bytes, bytearray)):
@@ -74,15 +44,8 @@ def _as_png(source: Any) -> bytes | None:
     return Path(source).read_bytes()
 
 
-def request_parameters(request: StyleRequest) -> dict[str, Any]:
-    """The request without its images and device (the remote machine picks its own device)."""
-    parameters = request.parameters()
-    parameters.pop("device")
-    return parameters
-
-
 class ModalBackend:
-    """Calls ``Studio.stylize_with_progress`` of the deployed Modal app and relays its progress."""
+    """Calls the deployed ``Studio`` class; ``lookup`` returns the class (tests pass a fake)."""
 
     name = "modal"
 
@@ -96,35 +59,99 @@ class ModalBackend:
 
         return modal.Cls.from_name(MODAL_APP_NAME, MODAL_CLASS_NAME)
 
-    def run(self, request: StyleRequest, progress: ProgressCallback | None = None) -> StyleResult:
+    def _call(self, action: Callable[[Any], Any]) -> Any:
+        try:
+            return action(self._lookup()())
+        except StudioError:
+            raise
+        except Exception as exc:
+            raise RemoteBackendError(modal_failure_message(exc, self.timeout_s)) from None
+
+    def run(
+        self,
+        request: StyleRequest,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> StyleResult:
+        """The request on the remote GPU; its progress events reach ``progress`` as they happen."""
         if progress is not None:
             progress(0, 1, "Waiting for the remote GPU (a cold start can take a minute)")
-        try:
-            studio = self._lookup()()
-            stream = studio.stylize_with_progress.remote_gen(
-                _as_png(request.content), _as_png(request.style), request_parameters(request)
+
+        def stream(studio: Any) -> tuple[bytes, dict] | None:
+            events = studio.stylize_with_progress.remote_gen(
+                as_png(request.content), as_png(request.style), request.parameters()
             )
-            png, metadata = None, None
-            for event in stream:
+            for event in events:
+                if cancel is not None and cancel.is_set():
+                    close = getattr(events, "close", None)
+                    if close is not None:
+                        close()  # closing the stream cancels the remote call
+                    raise GenerationCancelled("Cancelled; your previous result and inputs are unchanged.")
                 if "progress" in event and progress is not None:
                     progress(*event["progress"])
                 if "error" in event:  # a StudioError on the remote side: the user's to fix, passed on as is
                     raise RemoteBackendError(event["error"])
                 if "result" in event:
-                    png, metadata = event["result"]
-        except RemoteBackendError:
-            raise
-        except Exception as exc:
-            raise RemoteBackendError(modal_failure_message(exc, self.timeout_s)) from None
-        if png is None:
+                    return event["result"]
+            return None
+
+        outcome = self._call(stream)
+        if outcome is None:
             raise RemoteBackendError("The remote GPU ended without a result. Try again, or use the local engine.")
-        return StyleResult(Image.open(io.BytesIO(png)).convert("RGB"), metadata)
+        png, metadata = outcome
+        return StyleResult(Image.open(io.BytesIO(png)).convert("RGB"), ResultMetadata.from_dict(metadata))
+
+    def learn_style(self, image: Image.Image, name: str, options: dict[str, Any]) -> Any:
+        """A ``LearningRun`` over the remote ``learn_style``: spawned, its progress polled, cancellable."""
+        from pipelines.inst.learning import LearnEvent, LearningRun
+        from pipelines.inst.library import StyleEntry
+
+        def work(emit: Callable[[LearnEvent], None], cancel: threading.Event) -> StyleEntry | None:
+            emit(LearnEvent("loading", message="Starting on the remote GPU (a cold start can take a minute)"))
+            studio = self._call(lambda cls: cls)
+            call = self._call(lambda _: studio.learn_style.spawn(as_png(image), name, options))
+            seen, asked_to_cancel = 0, False
+            while True:
+                if cancel.is_set() and not asked_to_cancel:
+                    self._call(lambda _: studio.cancel_learning.remote(name))
+                    asked_to_cancel = True
+                state = self._call(lambda _: studio.progress.remote(name)) or {}
+                if state.get("step", 0) > seen:
+                    seen = state["step"]
+                    emit(LearnEvent("step", seen, state["total"], state.get("loss")))
+                outcome = self._call(lambda _: _finished(call))
+                if outcome is not None:
+                    break
+                time.sleep(POLL_S)
+            if "error" in outcome:
+                raise RemoteBackendError(outcome["error"])
+            if "cancelled" in outcome:
+                emit(LearnEvent("cancelled", message=outcome["cancelled"]))
+                return None
+            entry = StyleEntry(**outcome["entry"])
+            emit(LearnEvent("done", entry.steps, entry.steps, entry.final_loss, entry))
+            return entry
+
+        return LearningRun(work)
+
+    def styles(self) -> list[dict[str, Any]]:
+        """The learned styles in the remote library (the Volume)."""
+        return self._call(lambda studio: studio.styles.remote())
+
+
+def _finished(call: Any) -> dict[str, Any] | None:
+    """The spawned call's outcome, or None while it runs (``FunctionCall.get(timeout=0)`` raises the builtin
+    TimeoutError until then)."""
+    try:
+        return call.get(timeout=0)
+    except TimeoutError:
+        return None
 
 
 def modal_failure_message(exc: BaseException, timeout_s: float) -> str:
     """One sentence per Modal failure, each ending with what to do."""
     kind = type(exc).__name__
-    local = "Or switch to the local engine (--backend local, or the fast method)."
+    local = "Or run on this machine instead (--backend local, or Advanced → Run on → This machine)."
     if kind == "AuthError":
         return "Modal is not configured: set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET (or run `modal token set`). " + local
     if kind == "NotFoundError":
@@ -139,7 +166,3 @@ def modal_failure_message(exc: BaseException, timeout_s: float) -> str:
     if kind == "RemoteError":
         return f"The remote run failed: {str(exc).splitlines()[0][:200]}. " + local
     return f"The Modal backend failed ({kind}: {str(exc).splitlines()[0][:200] if str(exc) else ''}). " + local
-
-
-def make_backend(name: str) -> LocalBackend | ModalBackend:
-    return ModalBackend() if name == "modal" else LocalBackend()

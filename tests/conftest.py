@@ -51,13 +51,26 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def app_context(app_models, **overrides):
+    """The context the in-process app runs with: CPU, the tiny models' weights, the session's style library."""
+    import pipelines
+
+    settings = {
+        "device": "cpu",
+        "weights": {"artfusion": str(app_models["artfusion"]), "inst": app_models["inst"]},
+        "library_dir": app_models["library"],
+        "cache_dir": app_models["library"].parent / "studio-cache",
+    }
+    return pipelines.StudioContext(**{**settings, **overrides})
+
+
 @pytest.fixture(scope="session")
 def running_app(app_models):
     """The real app, launched on 127.0.0.1 once for every server test (tiny ArtFusion and InST weights, a
     session style library); yields its URL."""
     import demo
 
-    app = demo.build_demo(device="cpu", weights={"artfusion": str(app_models["artfusion"]), "inst": app_models["inst"]})
+    app = demo.build_demo(app_context(app_models))
     _, url, _ = app.launch(
         prevent_thread_lock=True,
         server_name="127.0.0.1",
@@ -72,14 +85,13 @@ def running_app(app_models):
 
 @pytest.fixture(scope="session")
 def app_models(tmp_path_factory):
-    """Tiny models saved once per session, and the session's style library (set for the in-process app)."""
+    """Tiny models saved once per session, and the session's style library (for the in-process app)."""
     from artfusion_tiny import tiny_pipeline
     from inst_tiny import save_tiny_models
 
     scratch = tmp_path_factory.mktemp("app-models")
     tiny_pipeline().save_pretrained(scratch / "artfusion")
     base, clip = save_tiny_models(scratch / "inst")
-    os.environ["STYLE_STUDIO_LIBRARY"] = str(scratch / "styles")
     return {
         "artfusion": scratch / "artfusion",
         "inst": f"{base}::{clip}",
@@ -112,7 +124,16 @@ def relative_error(actual, reference) -> float:
 
 
 @pytest.fixture(autouse=True)
-def studio_cache(tmp_path, monkeypatch):
-    """Converted weights and other studio files go to the test's temporary folder, never ~/.cache."""
-    monkeypatch.setenv("STYLE_STUDIO_CACHE", str(tmp_path / "studio-cache"))
-    monkeypatch.delenv("STYLE_STUDIO_COMPILE", raising=False)  # eager unless a test opts in (undone after it)
+def studio_context(tmp_path):
+    """The default context for this test: converted weights and learned styles in the test's temporary folder
+    (never ~/.cache), eager PyTorch, this process; it shares the session's pipeline cache."""
+    import pipelines
+
+    base = pipelines.default_context()
+    context = pipelines.set_default_context(
+        base.with_overrides(
+            cache_dir=tmp_path / "studio-cache", library_dir=tmp_path / "styles", compile="off", backend="local"
+        )
+    )
+    yield context
+    pipelines.set_default_context(base)

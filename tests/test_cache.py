@@ -93,12 +93,12 @@ class CountingMethod(StyleMethod):
     strength_mapping = "unused"
     loads = 0
 
-    def load(self, weights, device, dtype):
+    def load(self, weights, device, dtype, context):
         type(self).loads += 1
         time.sleep(0.1)
         return {"weights": weights}
 
-    def run(self, model, inputs: MethodInputs, progress) -> Image.Image:
+    def generate(self, model, inputs: MethodInputs, context) -> Image.Image:
         return Image.eval(inputs.content, lambda v: 255 - v)
 
 
@@ -111,13 +111,14 @@ def counting(monkeypatch):
 
 
 def test_requests_through_the_core_load_the_method_once_even_concurrently(counting):
-    cache = PipelineCache()
+    context = pipelines.StudioContext(device="cpu")
+    cache = context.pipelines
     content, style = gradient_image(), gradient_image(seed=5)
     results = []
 
     def request():
         results.append(
-            pipelines.run(pipelines.StyleRequest(content, style, method="counting-test", seed=1), cache=cache)
+            pipelines.run(pipelines.StyleRequest(content, style, method="counting-test", seed=1), context=context)
         )
 
     threads = [threading.Thread(target=request) for _ in range(4)]
@@ -126,19 +127,18 @@ def test_requests_through_the_core_load_the_method_once_even_concurrently(counti
     for thread in threads:
         thread.join()
     assert CountingMethod.loads == 1
-    later = pipelines.run(pipelines.StyleRequest(content, style, method="counting-test", seed=1), cache=cache)
+    later = pipelines.run(pipelines.StyleRequest(content, style, method="counting-test", seed=1), context=context)
     assert CountingMethod.loads == 1 and later.metadata["timings"]["load_s"] == 0.0
     assert sum(r.metadata["timings"]["load_s"] > 0 for r in results) == 1
     assert cache.stats().hits == 4
 
 
 def test_preload_fills_the_cache_so_the_first_request_loads_nothing(counting):
-    cache = PipelineCache()
-    key = pipelines.preload("counting-test", device="cpu", cache=cache)
-    assert cache.is_loaded(key) and CountingMethod.loads == 1
+    context = pipelines.StudioContext(device="cpu")
+    key = pipelines.preload("counting-test", context=context)
+    assert context.pipelines.is_loaded(key) and CountingMethod.loads == 1
     result = pipelines.run(
-        pipelines.StyleRequest(gradient_image(), gradient_image(seed=1), method="counting-test", device="cpu"),
-        cache=cache,
+        pipelines.StyleRequest(gradient_image(), gradient_image(seed=1), method="counting-test"), context=context
     )
     assert CountingMethod.loads == 1 and result.metadata["timings"]["load_s"] == 0.0
 

@@ -11,7 +11,7 @@ from artfusion_tiny import tiny_pipeline
 from conftest import gradient_image
 
 import pipelines
-from pipelines.core.compiling import COMPILE_ENV, check_compile_setting, compile_mode
+from pipelines.core.compiling import check_compile_setting, compile_mode
 from pipelines.core.errors import InvalidRequestError
 
 
@@ -36,13 +36,16 @@ def test_an_unknown_setting_says_what_is_accepted():
         check_compile_setting("fastest")
 
 
-def test_on_means_cuda_graphs_on_cuda_and_default_elsewhere(monkeypatch):
-    monkeypatch.setenv(COMPILE_ENV, "on")
-    assert compile_mode("cuda:0") == "reduce-overhead" and compile_mode("cpu") == "default"
-    monkeypatch.setenv(COMPILE_ENV, "max-autotune-no-cudagraphs")
-    assert compile_mode("cuda") == "max-autotune-no-cudagraphs"
-    monkeypatch.delenv(COMPILE_ENV)
-    assert compile_mode("cuda") is None
+def test_on_means_cuda_graphs_on_cuda_and_default_elsewhere():
+    assert compile_mode("on", "cuda:0") == "reduce-overhead" and compile_mode("on", "cpu") == "default"
+    assert compile_mode("max-autotune-no-cudagraphs", "cuda") == "max-autotune-no-cudagraphs"
+    assert compile_mode("off", "cuda") is None
+
+
+def test_the_setting_comes_from_the_environment_only_at_the_edge():
+    assert pipelines.StudioContext.from_environment({"STYLE_STUDIO_COMPILE": "on"}).compile == "on"
+    assert pipelines.StudioContext.from_environment({"STYLE_STUDIO_COMPILE": "on"}, compile="off").compile == "off"
+    assert pipelines.StudioContext.from_environment({}).compile == "off"
 
 
 def run(pipe, content, style, steps=3):
@@ -65,7 +68,7 @@ def test_artfusion_denoiser_is_one_static_graph_and_compiling_changes_nothing(ba
     assert np.array_equal(compiled, again)
 
 
-def test_compile_flag_reaches_the_loaded_pipeline_and_the_metadata(tmp_path, monkeypatch):
+def test_compile_flag_reaches_the_loaded_pipeline_and_the_metadata(tmp_path, monkeypatch, studio_context):
     torch._dynamo.reset()
     folder = tmp_path / "tiny-artfusion"
     tiny_pipeline().save_pretrained(folder)
@@ -76,46 +79,42 @@ def test_compile_flag_reaches_the_loaded_pipeline_and_the_metadata(tmp_path, mon
         requested.append(kwargs)
         return real_compile(module, backend="eager", fullgraph=kwargs["fullgraph"], dynamic=kwargs["dynamic"])
 
-    def make(strength):
+    def make(strength, context):
         return pipelines.stylize(
             gradient_image(64, 64), gradient_image(64, 64, seed=2), method="artfusion", weights=str(folder),
-            strength=strength, steps=2, seed=1, device="cpu",
+            strength=strength, steps=2, seed=1, device="cpu", context=context,
         )  # fmt: skip
 
-    plain = make(0.7)
+    plain = make(0.7, studio_context)
     monkeypatch.setattr(torch, "compile", recording_compile)
-    monkeypatch.setenv(COMPILE_ENV, "on")
-    cache = pipelines.core.cache.PIPELINE_CACHE
-    cache.clear()
-    try:
-        compiled = make(0.7)
-    finally:
-        cache.clear()  # the compiled pipeline must not serve later tests
+    compiled = make(0.7, studio_context.with_overrides(compile="on"))  # another cache key: loaded again, compiled
     assert requested == [{"mode": "default", "fullgraph": True, "dynamic": False}]
     assert compiled.metadata["derived"]["compiled"] == "default" and "compiled" not in plain.metadata["derived"]
     assert np.abs(np.asarray(compiled.image, float) - np.asarray(plain.image, float)).max() <= 1
 
 
-def test_cli_refuses_an_unknown_compile_mode_in_one_line(capsys, content_path, style_path, monkeypatch):
+def test_cli_refuses_an_unknown_compile_mode_in_one_line(capsys, content_path, style_path):
     from pipelines.__main__ import main
 
-    monkeypatch.delenv(COMPILE_ENV, raising=False)
     code = main(["stylize", "--content", str(content_path), "--style", str(style_path), "--compile", "turbo"])
     err = capsys.readouterr().err
     assert code == 2 and "Unknown compile setting 'turbo'" in err and len(err.strip().splitlines()) == 1
 
 
-def test_app_flag_sets_the_mode_for_the_process_and_refuses_nonsense(monkeypatch, capsys):
+def test_app_flag_sets_the_mode_in_the_apps_context_and_refuses_nonsense(monkeypatch, capsys):
     import demo
 
-    launched = []
-    monkeypatch.setattr(
-        demo, "build_demo", lambda *a, **k: type("App", (), {"launch": lambda self, **kw: launched.append(kw)})()
-    )
+    built = []
+    app = type("App", (), {"launch": lambda self, **kw: None})()
+    monkeypatch.setattr(demo, "build_demo", lambda context, method=None: built.append(context) or app)
     monkeypatch.setattr(demo, "_preload", lambda *a, **k: None)
     monkeypatch.setattr(demo, "_clean_results_forever", lambda: None)
-    demo.main(["--compile", "--backend", "local", "--device", "cpu"])
-    assert launched and compile_mode("cuda") == "reduce-overhead"
+    default = pipelines.default_context()
+    try:
+        demo.main(["--compile", "--backend", "local", "--device", "cpu"])
+    finally:
+        pipelines.set_default_context(default)
+    assert built and built[0].compile == "on" and compile_mode(built[0].compile, "cuda") == "reduce-overhead"
     with pytest.raises(SystemExit) as stop:
         demo.main(["--compile", "turbo"])
     assert stop.value.code == 2 and "Unknown compile setting 'turbo'" in capsys.readouterr().err

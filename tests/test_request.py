@@ -68,7 +68,7 @@ def test_bad_max_side_is_refused(bad):
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("preserve_color", "yes"), ("preserve_color", 1), ("device", 3), ("weights", 5), ("extras", [1]), ("method", 7)],
+    [("preserve_color", "yes"), ("preserve_color", 1), ("options", [1]), ("method", 7)],
 )
 def test_wrong_types_are_refused_with_the_field_named(field, value):
     with pytest.raises(InvalidRequestError, match=field):

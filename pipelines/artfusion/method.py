@@ -6,8 +6,8 @@ a log scale, from (content 2.0, style 0.5) near 0 to (content 0.25, style 5.0) a
     content_scale = 2.0 · (0.25 / 2.0) ** s        style_scale = 0.5 · (5.0 / 0.5) ** s
 
 so s = 0.7 gives about (0.47, 2.5), close to the original notebook's (0.5, 2.0). The content scale falls and
-the style scale rises as s grows: both push toward more style. Below ``FADE_IN_BELOW`` the picture is also
-cross-faded with the content, so s = 0 returns the content unchanged. Either scale can be set by hand
+the style scale rises as s grows: both push toward more style. Below ``fade_in_below`` the core also
+cross-fades the picture with the content, so s = 0 returns the content unchanged. Either scale can be set by hand
 (options ``content_scale``/``style_scale``), which overrides the mapping for that scale.
 """
 
@@ -19,8 +19,7 @@ from typing import Any
 from PIL import Image
 
 from pipelines.core.compiling import compile_denoiser, compile_mode
-from pipelines.core.images import fade_in_style
-from pipelines.core.method import MethodInputs, OptionSpec, ProgressCallback, StepsSpec, StyleMethod
+from pipelines.core.method import MethodInputs, OptionSpec, StepsSpec, StyleMethod
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +34,7 @@ def guidance_scales(strength: float) -> tuple[float, float]:
     return c0 * (c1 / c0) ** strength, s0 * (s1 / s0) ** strength
 
 
-def configure_for_device(pipe: Any, device: str) -> Any:
+def configure_for_device(pipe: Any, device: str, compile_setting: str = "off") -> Any:
     """The device choices every ArtFusion pipeline gets (the studio's and the benchmarks'): TF32 on CUDA, and the
     opt-in compile of the denoiser. Attention stays PyTorch SDPA everywhere: on the CPU the classic kernel
     measured the same at 256 px and 1.04× slower at 512 px (`python -m bench`, interleaved), and SDPA never
@@ -47,7 +46,7 @@ def configure_for_device(pipe: Any, device: str) -> Any:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     pipe = pipe.to(device)
-    pipe.unet = compile_denoiser(pipe.unet, device)  # opt-in (--compile); eager otherwise
+    pipe.unet = compile_denoiser(pipe.unet, device, compile_setting)  # opt-in (--compile); eager otherwise
     return pipe
 
 
@@ -64,6 +63,7 @@ class ArtFusionMethod(StyleMethod):
     )
     steps = StepsSpec(default=25, minimum=1, maximum=250)
     priority = 10
+    fade_in_below = FADE_IN_BELOW
     options = (
         OptionSpec(
             "content_scale",
@@ -116,56 +116,54 @@ class ArtFusionMethod(StyleMethod):
 
         return DEFAULT_REPO
 
+    def weights_fix(self) -> Any:
+        from pipelines.artfusion.weights import FIX
+
+        return FIX
+
+    def check_weights(self, weights: str) -> None:
+        from pipelines.artfusion.weights import check_local_weights
+
+        check_local_weights(weights)
+
     def dtype_for(self, device: str) -> str:
         return "bfloat16" if device.startswith("cuda") else "float32"
 
     def prefers(self, device: str) -> bool:
         return device.startswith("cuda")  # on a CPU the fast engine stays the default
 
-    def load(self, weights: str, device: str, dtype: str) -> Any:
+    def load(self, weights: str, device: str, dtype: str, context: Any) -> Any:
         import torch
 
         from pipelines.artfusion.pipeline_artfusion import ArtFusionPipeline
         from pipelines.artfusion.weights import resolve_weights
 
-        folder = resolve_weights(weights)
+        folder = resolve_weights(weights, context.cache_dir)
         pipe = ArtFusionPipeline.from_pretrained(folder, dtype=getattr(torch, dtype))
-        return configure_for_device(pipe, device)
+        return configure_for_device(pipe, device, context.compile)
 
-    def run(self, model: Any, inputs: MethodInputs, progress: ProgressCallback) -> Image.Image:
-        import torch
+    def generate(self, model: Any, inputs: MethodInputs, context: Any) -> Image.Image:
         from diffusers.utils.torch_utils import is_compiled_module
 
-        strength, steps = inputs.strength, inputs.steps
-        if strength == 0.0:
-            progress(1, 1, "Done")
-            return inputs.content.copy()
-        content_scale, style_scale = guidance_scales(strength)
-        content_scale = inputs.extras.get("content_scale", content_scale)
-        style_scale = inputs.extras.get("style_scale", style_scale)
-        inputs.notes.update(content_scale=round(content_scale, 4), style_scale=round(style_scale, 4))
-
-        def on_step(pipe: Any, index: int, timestep: Any, tensors: dict) -> dict:
-            progress(index + 1, steps, f"Denoising step {index + 1}/{steps}")
-            return tensors
-
+        content_scale, style_scale = guidance_scales(inputs.strength)
+        content_scale = inputs.options.get("content_scale", content_scale)
+        style_scale = inputs.options.get("style_scale", style_scale)
+        inputs.derived.update(content_scale=round(content_scale, 4), style_scale=round(style_scale, 4))
         hits_before = model.style_memo.hits, model.content_memo.hits
-        # A CPU generator gives the same start noise on every device for the same seed.
-        generator = torch.Generator("cpu").manual_seed(inputs.seed)
         image = model(
             inputs.content,
             inputs.style,
-            num_inference_steps=steps,
+            num_inference_steps=inputs.steps,
             content_guidance_scale=content_scale,
             style_guidance_scale=style_scale,
-            eta=inputs.extras.get("eta", 0.0),
-            init_noise=inputs.extras.get("init_noise", "gaussian"),
-            style_size=inputs.extras.get("style_size", 256),
-            generator=generator,
-            callback_on_step_end=on_step,
+            eta=inputs.options.get("eta", 0.0),
+            init_noise=inputs.options.get("init_noise", "gaussian"),
+            style_size=inputs.options.get("style_size", 256),
+            generator=inputs.generator(),
+            callback_on_step_end=inputs.denoising_callback(inputs.steps),
         ).images[0]
-        inputs.notes["style_cache_hit"] = model.style_memo.hits > hits_before[0]
-        inputs.notes["content_cache_hit"] = model.content_memo.hits > hits_before[1]
+        inputs.derived["style_cache_hit"] = model.style_memo.hits > hits_before[0]
+        inputs.derived["content_cache_hit"] = model.content_memo.hits > hits_before[1]
         if is_compiled_module(model.unet):  # what this model was loaded with, not today's setting
-            inputs.notes["compiled"] = compile_mode(inputs.device)
-        return fade_in_style(inputs.content, image, strength, FADE_IN_BELOW)
+            inputs.derived["compiled"] = compile_mode(context.compile, inputs.device)
+        return image

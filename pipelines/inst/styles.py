@@ -12,8 +12,7 @@ from pipelines.core.errors import MethodUnavailableError
 from pipelines.inst.library import StyleEntry, StyleLibrary
 from pipelines.inst.mapper import StyleMapper
 from pipelines.inst.pipeline_inst import InSTPipeline, StyleConditioning
-
-DEFAULT_RESOLUTION = 512  # the original trains and applies at 512×512 (aspect ignored)
+from pipelines.inst.presets import DEFAULT_RESOLUTION
 
 
 def prepare_style_image(image: PIL.Image.Image, resolution: int = DEFAULT_RESOLUTION) -> PIL.Image.Image:
@@ -81,6 +80,7 @@ def load_style(
 def import_official(
     pipe: InSTPipeline,
     library: StyleLibrary,
+    official: Any,
     embeddings_path: str | os.PathLike[str],
     style_image: PIL.Image.Image,
     name: str,
@@ -88,11 +88,8 @@ def import_official(
     clip_model: str,
     resolution: int = DEFAULT_RESOLUTION,
 ) -> StyleEntry:
-    """An official ``embeddings.pt`` (mapper only) plus the style image it was trained on → a library entry in
-    ``code`` CLIP mode (the mode the official code trained it in)."""
-    from pipelines.inst.official import load_official_embeddings
-
-    official = load_official_embeddings(embeddings_path)
+    """An official ``embeddings.pt`` (read by ``load_official_embeddings``: ``official``) plus the style image it was
+    trained on → a library entry in ``code`` CLIP mode (the mode the official code trained it in)."""
     if official.placeholder_id != pipe.placeholder_id:
         raise MethodUnavailableError(
             f"The embeddings were made for token id {official.placeholder_id}; "

@@ -24,7 +24,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import PIL.Image
@@ -34,32 +34,12 @@ import torch.nn.functional as F
 
 from pipelines.inst.mapper import StyleMapper
 from pipelines.inst.pipeline_inst import ClipInputMode, InSTPipeline, StyleConditioning, image_to_pixels
+from pipelines.inst.presets import PRESETS, TrainingConfig, config_for  # noqa: F401 (callers import them here)
 
 logger = logging.getLogger(__name__)
 
 #: ``on_step(step, total_steps, loss)``, called after every optimisation step
 StepCallback = Callable[[int, int, float], None]
-
-
-@dataclass(frozen=True)
-class TrainingConfig:
-    steps: int = 6100
-    learning_rate: float = 1e-4
-    weight_decay: float = 0.01
-    timesteps_per_step: int = 1  # timesteps (each with its own noise) batched on the same latent
-    precompute: bool = False  # encode the style (VAE, CLIP; plain and flipped) once instead of every step
-    resolution: int = 512
-    clip_mode: ClipInputMode = "paper"
-    gradient_checkpointing: bool = False
-    mixed_precision: bool = True  # bf16 autocast for the frozen models on CUDA (the mapper stays fp32)
-    checkpoint_every: int = 500
-    seed: int = 23  # the original main.py's default
-
-
-PRESETS = {
-    "paper": TrainingConfig(),
-    "fast": TrainingConfig(steps=800, learning_rate=3e-4, timesteps_per_step=4, precompute=True),
-}
 
 
 class TrainingCancelled(Exception):
@@ -203,12 +183,3 @@ def _resume(
     generator.set_state(state["rng"])
     torch.set_rng_state(state["torch_rng"])
     return int(meta["step"]), list(meta["losses"])
-
-
-def config_for(preset: str, steps: int | None = None, **overrides: object) -> TrainingConfig:
-    if preset not in PRESETS:
-        raise ValueError(f"preset must be one of {', '.join(PRESETS)}, got {preset!r}")
-    config = PRESETS[preset]
-    if steps is not None:
-        overrides["steps"] = steps
-    return replace(config, **overrides)
