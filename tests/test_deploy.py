@@ -1,12 +1,14 @@
 """Run it anywhere: backend choice, the Modal app (run in-process through .local()), Modal failures mapped to
 messages, ZeroGPU wrapping, logins for a shared link, the Space front matter and the Docker image's command."""
 
+import inspect
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -14,17 +16,14 @@ from pathlib import Path
 import modal.exception
 import pytest
 from conftest import ROOT, free_port, gradient_image
+from PIL import Image
 
 import pipelines
-from pipelines.backends import (
-    ModalBackend,
-    RemoteBackendError,
-    choose_backend,
-    modal_configured,
-    modal_failure_message,
-)
+from pipelines import ModalBackend, RemoteBackendError
+from pipelines.backends import modal_failure_message
+from pipelines.core import method as method_module
 
-# ---- backend choice ---------------------------------------------------------------------------------------
+# ---- backend choice: made once, at the edge, from flags and the environment ----------------------------------
 
 
 @pytest.mark.parametrize(
@@ -44,22 +43,31 @@ from pipelines.backends import (
         ("modal", False, True, "modal"),
     ],
 )
-def test_backend_choice_over_every_combination(requested, cuda, modal_ready, expected):
-    assert choose_backend(requested, cuda, modal_ready) == expected
+def test_backend_choice_over_every_combination(tmp_path, requested, cuda, modal_ready, expected):
+    env = {"HOME": str(tmp_path), **({"MODAL_TOKEN_ID": "ak", "MODAL_TOKEN_SECRET": "as"} if modal_ready else {})}
+    context = pipelines.StudioContext.from_environment(env, cuda=cuda, backend=requested)
+    assert context.backend == expected and context.modal_configured == modal_ready
+    assert pipelines.StudioContext.from_environment({**env, "STYLE_STUDIO_BACKEND": requested}, cuda=cuda).backend == (
+        expected
+    )
 
 
 def test_unknown_backend_is_refused():
     with pytest.raises(pipelines.StudioError, match="Unknown backend"):
-        choose_backend("lambda", False, False)
+        pipelines.StudioContext.from_environment({}, backend="lambda")
 
 
 def test_modal_credentials_from_tokens_or_config_file(tmp_path):
-    assert modal_configured({"MODAL_TOKEN_ID": "ak", "MODAL_TOKEN_SECRET": "as"}, home=tmp_path)
-    assert not modal_configured({"MODAL_TOKEN_ID": "ak"}, home=tmp_path)
-    assert not modal_configured({}, home=tmp_path)
+    def configured(env):
+        return pipelines.StudioContext.from_environment({"HOME": str(tmp_path), **env}, cuda=False).modal_configured
+
+    assert configured({"MODAL_TOKEN_ID": "ak", "MODAL_TOKEN_SECRET": "as"})
+    assert not configured({"MODAL_TOKEN_ID": "ak"})
+    assert not configured({})
     (tmp_path / ".modal.toml").write_text("[default]\ntoken_id = 'x'\n")
-    assert modal_configured({}, home=tmp_path)
-    assert modal_configured({"MODAL_CONFIG_PATH": str(tmp_path / ".modal.toml")}, home=tmp_path / "elsewhere")
+    assert configured({})
+    elsewhere = {"HOME": str(tmp_path / "elsewhere"), "MODAL_CONFIG_PATH": str(tmp_path / ".modal.toml")}
+    assert pipelines.StudioContext.from_environment(elsewhere, cuda=False).modal_configured
 
 
 # ---- the Modal app, in-process ------------------------------------------------------------------------------
@@ -69,15 +77,17 @@ def test_modal_credentials_from_tokens_or_config_file(tmp_path):
 def studio():
     import modal_app
 
-    return modal_app, modal_app.Studio()
+    instance = modal_app.Studio()
+    instance.progress.local("warm-up")  # runs @modal.enter(): the container's context, built from the environment
+    return modal_app, instance
 
 
 def test_the_modal_class_stylizes_through_local_with_the_fast_engine(studio, content_path, style_path):
     modal_app, instance = studio
     png, metadata = instance.stylize.local(
-        content_path.read_bytes(), style_path.read_bytes(), {"method": "fast", "seed": 4, "max_side": 128}
+        content_path.read_bytes(), style_path.read_bytes(), {"method": "fast", "strength": 0.4, "max_side": 128}
     )
-    assert metadata["backend"] == "modal" and metadata["seed"] == 4
+    assert metadata["backend"] == "modal" and metadata["strength"] == 0.4
     assert pipelines.read_png_metadata(png)["backend"] == "modal"
 
 
@@ -95,7 +105,72 @@ def test_the_streaming_method_reports_progress_then_the_result_or_the_error(stud
     }
 
 
-def test_the_local_entrypoint_writes_output_png(studio, tmp_path, content_path, style_path, monkeypatch):
+class _BlockingMethod(pipelines.StyleMethod):
+    """Reports a step, then waits until the test lets it finish (or cancels it)."""
+
+    name = "blocking-test"
+    label = description = strength_mapping = "blocking (test)"
+    release = threading.Event()
+
+    def load(self, weights, device, dtype, context):
+        return object()
+
+    def generate(self, model, inputs, context):
+        inputs.progress(1, 4, "Denoising step 1/4")
+        deadline = time.monotonic() + 5  # a stream that only yields at the end still ends (and fails the test)
+        while not self.release.wait(0.05) and time.monotonic() < deadline:
+            if inputs.cancelled:
+                break
+        self.finished.set()
+        return inputs.content
+
+
+@pytest.fixture
+def blocking(monkeypatch):
+    monkeypatch.setattr(method_module, "_REGISTRY", dict(method_module._REGISTRY))
+    method = pipelines.register_method(_BlockingMethod())
+    _BlockingMethod.release = threading.Event()
+    _BlockingMethod.finished = threading.Event()
+    yield method
+    _BlockingMethod.release.set()
+
+
+def test_progress_streams_live_while_the_method_is_still_running(studio, blocking):
+    _, instance = studio
+    stream = instance.stylize_with_progress.local(
+        _png(gradient_image()), _png(gradient_image(seed=1)), {"method": "blocking-test"}
+    )
+    first_steps = []
+    for event in stream:
+        if event.get("progress", (0,))[0] == 1 and "Denoising" in event["progress"][2]:
+            first_steps.append(event)
+            break
+    assert first_steps and not _BlockingMethod.finished.is_set()  # reached the caller while the method still runs
+    _BlockingMethod.release.set()
+    rest = list(stream)
+    assert "result" in rest[-1]
+
+
+def test_closing_the_stream_cancels_the_remote_generation(studio, blocking):
+    _, instance = studio
+    stream = instance.stylize_with_progress.local(_png(gradient_image()), _png(gradient_image(seed=1)),
+                                                   {"method": "blocking-test"})  # fmt: skip
+    next(event for event in stream if "progress" in event and event["progress"][0] == 1)
+    started = time.monotonic()
+    stream.close()  # what the caller's cancel does: the remote side sets the interrupt and stops
+    assert _BlockingMethod.finished.wait(2) and time.monotonic() - started < 2  # stopped, not timed out
+
+
+def _png(image: Image.Image) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_the_local_entrypoint_writes_output_png_with_flags_from_the_schema(studio, tmp_path, content_path, style_path,
+                                                                           monkeypatch):  # fmt: skip
     modal_app, instance = studio
 
     class LocalStudio:  # what `modal run` calls remotely, run here in-process instead
@@ -104,34 +179,138 @@ def test_the_local_entrypoint_writes_output_png(studio, tmp_path, content_path, 
 
     monkeypatch.setattr(modal_app, "Studio", LocalStudio)
     monkeypatch.chdir(tmp_path)
+    flags = set(inspect.signature(modal_app.main.info.raw_f).parameters)
+    for param in pipelines.REQUEST_PARAMETERS:
+        assert (f"{param.name}_file_path" if param.kind == "image" else param.name) in flags, param.name
     modal_app.main.info.raw_f(
         content_file_path=str(content_path),
         style_file_path=str(style_path),
         method="fast",
         strength=0.5,
-        seed=7,
         max_side=96,
+        options="",
     )
-    assert pipelines.read_png_metadata(tmp_path / "output.png")["seed"] == 7
+    meta = pipelines.read_png_metadata(tmp_path / "output.png")
+    assert (meta["method"], meta["strength"], meta["max_side"]) == ("fast", 0.5, 96)
 
 
-def test_learn_style_on_the_modal_class_reports_progress(studio, app_models, tmp_path, style_path, monkeypatch):
-    _, instance = studio
-    monkeypatch.setenv("STYLE_STUDIO_LIBRARY", str(tmp_path / "styles"))
-    entry = instance.learn_style.local(
-        style_path.read_bytes(),
-        "remote waves",
-        {
-            "steps": 3,
-            "resolution": 32,
-            "base_model": str(app_models["base"]),
-            "clip_model": str(app_models["clip"]),
-            "device": "cpu",
-        },
-    )
-    assert entry["slug"] == "remote-waves" and (tmp_path / "styles" / "remote-waves.safetensors").is_file()
+@pytest.fixture
+def remote_studio(app_models, tmp_path, monkeypatch):
+    """A Modal container in-process, set up as a deployment sets it up (its environment): the tiny models as its
+    weights, a fresh library (the Volume's, remotely), the CPU."""
+    import modal_app
+
+    monkeypatch.setenv("STYLE_STUDIO_WEIGHTS", f"inst={app_models['inst']}")
+    monkeypatch.setenv("STYLE_STUDIO_LIBRARY", str(tmp_path / "volume-styles"))
+    monkeypatch.setenv("STYLE_STUDIO_DEVICE", "cpu")
+    instance = modal_app.Studio()
+    instance.progress.local("warm-up")  # @modal.enter() reads that environment
+    return modal_app, instance
+
+
+def test_learn_style_on_the_modal_class_reports_progress_and_can_be_cancelled(remote_studio, style_path, tmp_path):
+    _, instance = remote_studio
+    entry = instance.learn_style.local(style_path.read_bytes(), "remote waves", {"steps": 3, "resolution": 32})
+    assert entry["entry"]["slug"] == "remote-waves"
+    assert (tmp_path / "volume-styles" / "remote-waves.safetensors").is_file()
     progress = instance.progress.local("remote waves")
     assert (progress["step"], progress["total"]) == (3, 3) and progress["loss"] > 0
+    assert [s["slug"] for s in instance.styles.local()] == ["remote-waves"]
+    outcome = {}
+    worker = threading.Thread(
+        target=lambda: outcome.update(
+            instance.learn_style.local(style_path.read_bytes(), "stopped early", {"steps": 400, "resolution": 32})
+        )
+    )
+    worker.start()
+    while (instance.progress.local("stopped early") or {}).get("step", 0) < 1:
+        time.sleep(0.01)
+    instance.cancel_learning.local("stopped early")  # from any container: read at the next step
+    worker.join(60)
+    assert "resume" in outcome["cancelled"] and instance.progress.local("stopped early")["step"] < 400
+
+
+class _FakeDeployed:
+    """The deployed Studio class as ``modal.Cls.from_name`` gives it, backed by the real class run in-process
+    (``.local``), so what a remote call does really happens (into the fixture's 'Volume' library)."""
+
+    def __init__(self, instance, error=None, events=None):
+        self.instance, self.error, self.events, self.calls = instance, error, events, []
+
+    def __call__(self):
+        return self
+
+    def __getattr__(self, name):
+        if self.error is not None:
+            raise self.error
+        method = getattr(self.instance, name) if self.instance is not None else None
+        fake = self
+
+        class Method:
+            def remote(self, *args):
+                fake.calls.append((name, args))
+                return method.local(*args) if method is not None else []
+
+            def remote_gen(self, *args):
+                fake.calls.append((name, args))
+                if fake.events is not None:
+                    return iter(fake.events)
+                return method.local(*args)
+
+            def spawn(self, *args):
+                fake.calls.append((name, args))
+                return _FakeCall(lambda: method.local(*args))
+
+        return Method()
+
+
+class _FakeCall:
+    """A spawned call (modal.FunctionCall): runs in a thread; ``get(timeout=0)`` raises TimeoutError until done."""
+
+    def __init__(self, work):
+        self.outcome = None
+        self.thread = threading.Thread(target=lambda: setattr(self, "outcome", work()), daemon=True)
+        self.thread.start()
+
+    def get(self, timeout=None):
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            raise TimeoutError
+        return self.outcome
+
+
+def test_learning_with_the_modal_backend_runs_remotely_lands_in_the_volume_and_is_listed(
+    remote_studio, style_path, tmp_path, monkeypatch
+):
+    _, instance = remote_studio
+    fake = _FakeDeployed(instance)
+    monkeypatch.setattr(ModalBackend, "_deployed_class", staticmethod(lambda: fake))
+    monkeypatch.setattr("pipelines.backends.POLL_S", 0.01)
+    context = pipelines.StudioContext(backend="modal", library_dir=tmp_path / "local-library")
+    run = pipelines.learn_style(style_path, "far away", steps=3, resolution=32, context=context)
+    events = list(run)
+    assert events[0].kind == "loading" and events[-1].kind == "done" and run.entry.slug == "far-away"
+    assert any(e.kind == "step" for e in events)
+    assert (tmp_path / "volume-styles" / "far-away.safetensors").is_file()  # the remote library, not this one
+    assert not (tmp_path / "local-library").exists()
+    assert [s["slug"] for s in ModalBackend().styles()] == ["far-away"]
+    assert [name for name, _ in fake.calls][:1] == ["learn_style"]
+
+
+def test_cancelling_a_remote_learning_run_asks_the_remote_to_stop(remote_studio, style_path, tmp_path, monkeypatch):
+    _, instance = remote_studio
+    fake = _FakeDeployed(instance)
+    monkeypatch.setattr(ModalBackend, "_deployed_class", staticmethod(lambda: fake))
+    monkeypatch.setattr("pipelines.backends.POLL_S", 0.01)
+    run = pipelines.learn_style(style_path, "halted", steps=400, resolution=32,
+                                context=pipelines.StudioContext(backend="modal"))  # fmt: skip
+    kinds = []
+    for event in run:
+        kinds.append(event.kind)
+        if event.kind == "step":
+            run.cancel()
+    assert kinds[-1] == "cancelled" and ("cancel_learning", ("halted",)) in fake.calls
+    assert not (tmp_path / "volume-styles" / "halted.safetensors").exists()
 
 
 # ---- Modal failures, each with a message that says what to do -------------------------------------------------
@@ -148,62 +327,51 @@ def test_learn_style_on_the_modal_class_reports_progress(studio, app_models, tmp
         (RuntimeError("something odd"), "The Modal backend failed (RuntimeError"),
     ],
 )
-def test_every_modal_failure_becomes_a_clear_message_offering_the_local_engine(error, expected):
+def test_every_modal_failure_becomes_a_clear_message_offering_this_machine(error, expected):
     message = modal_failure_message(error, 600)
-    assert expected in message and "local engine" in message
+    assert expected in message and "run on this machine" in message
 
 
-class _FakeStudio:
-    def __init__(self, events=None, error=None):
-        self.events, self.error = events, error
-
-    def __call__(self):
-        return self
-
-    @property
-    def stylize_with_progress(self):
-        outer = self
-
-        class Method:
-            def remote_gen(self, content, style, parameters):
-                if outer.error is not None:
-                    raise outer.error
-                outer.parameters = parameters
-                yield from outer.events
-
-        return Method()
+def _remote_result():
+    remote = pipelines.stylize(gradient_image(), gradient_image(seed=1), method="fast")
+    remote.metadata.backend = "modal"
+    return remote
 
 
 def test_the_modal_backend_relays_progress_and_returns_the_remote_result():
-    remote = pipelines.stylize(gradient_image(), gradient_image(seed=1), method="fast", seed=5)
-    remote.metadata["backend"] = "modal"
-    fake = _FakeStudio(events=[{"progress": (1, 2, "Denoising")}, {"result": (remote.png_bytes(), remote.metadata)}])
+    remote = _remote_result()
+    fake = _FakeDeployed(None, events=[{"progress": (1, 2, "Denoising")},
+                                       {"result": (remote.png_bytes(), remote.metadata.to_dict())}])  # fmt: skip
     seen = []
     result = ModalBackend(lookup=lambda: fake).run(
-        pipelines.StyleRequest(gradient_image(), gradient_image(seed=1), method="fast", seed=5, device="cuda"),
+        pipelines.StyleRequest(gradient_image(), gradient_image(seed=1), method="fast", seed=5),
         progress=lambda *a: seen.append(a),
     )
-    assert result.metadata["backend"] == "modal" and result.image.tobytes() == remote.image.tobytes()
-    assert (1, 2, "Denoising") in seen and "device" not in fake.parameters  # the remote picks its own device
+    assert result.metadata.backend == "modal" and result.image.tobytes() == remote.image.tobytes()
+    name, (content, style, parameters) = fake.calls[0]
+    assert name == "stylize_with_progress" and (1, 2, "Denoising") in seen
+    assert set(parameters) == {p.name for p in pipelines.REQUEST_PARAMETERS if p.kind != "image"}
 
 
 def test_the_modal_backend_passes_remote_input_errors_and_maps_failures():
     request = pipelines.StyleRequest(gradient_image(), gradient_image(), method="fast")
     with pytest.raises(RemoteBackendError, match="^strength must be"):
-        ModalBackend(lookup=lambda: _FakeStudio(events=[{"error": "strength must be between 0 and 1"}])).run(request)
+        ModalBackend(lookup=lambda: _FakeDeployed(None, events=[{"error": "strength must be between 0 and 1"}])).run(
+            request
+        )
     with pytest.raises(RemoteBackendError, match="not deployed"):
-        ModalBackend(lookup=lambda: _FakeStudio(error=modal.exception.NotFoundError("no app"))).run(request)
+        ModalBackend(lookup=lambda: _FakeDeployed(None, error=modal.exception.NotFoundError("no app"))).run(request)
 
 
 def test_without_credentials_the_real_modal_client_says_it_is_not_configured(tmp_path, monkeypatch):
     for name in ("MODAL_TOKEN_ID", "MODAL_TOKEN_SECRET", "MODAL_CONFIG_PATH"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path))
     script = (
-        "import pipelines; from pipelines.backends import ModalBackend\n"
+        "import pipelines\n"
         "from PIL import Image\n"
         "try:\n"
-        "    ModalBackend().run(pipelines.StyleRequest(Image.new('RGB', (64, 64)), Image.new('RGB', (64, 64))))\n"
+        "    image = Image.new('RGB', (64, 64))\n"
+        "    pipelines.ModalBackend().run(pipelines.StyleRequest(image, image))\n"
         "except pipelines.StudioError as e: print(e)\n"
     )
     done = subprocess.run(
@@ -223,16 +391,11 @@ def test_the_app_with_the_modal_backend_shows_remote_results_and_failures(monkey
 
     import demo
 
-    remote = pipelines.stylize(content_path, style_path, method="fast", seed=2, max_side=96)
-    remote.metadata["backend"] = "modal"
-    fakes = iter(
-        [
-            _FakeStudio(events=[{"result": (remote.png_bytes(), remote.metadata)}]),
-            _FakeStudio(error=modal.exception.NotFoundError("no app")),
-        ]
-    )
-    monkeypatch.setattr(ModalBackend, "_deployed_class", staticmethod(lambda: next(fakes)))
-    app = demo.build_demo(default_method="fast", device="cpu", backend="modal")
+    remote = _remote_result()
+    answering = _FakeDeployed(None, events=[{"result": (remote.png_bytes(), remote.metadata.to_dict())}])
+    deployed = [answering]  # what modal.Cls.from_name finds at the moment
+    monkeypatch.setattr(ModalBackend, "_deployed_class", staticmethod(lambda: deployed[0]))
+    app = demo.build_demo(pipelines.StudioContext(device="cpu", backend="modal"), "fast")
     _, url, _ = app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=free_port(), quiet=True)
     try:
         client = Client(url, verbose=False)
@@ -240,18 +403,25 @@ def test_the_app_with_the_modal_backend_shows_remote_results_and_failures(monkey
             content=handle_file(str(content_path)),
             style=handle_file(str(style_path)),
             method="fast",
-            seed=2,
             max_side=96,
             api_name="/stylize",
         )
         assert pipelines.read_png_metadata(path)["backend"] == "modal"
-        with pytest.raises(AppError, match="not deployed.*local engine"):
+        deployed[0] = _FakeDeployed(None, error=modal.exception.NotFoundError("no app"))
+        with pytest.raises(AppError, match="not deployed.*run on this machine"):
             client.predict(
                 content=handle_file(str(content_path)),
                 style=handle_file(str(style_path)),
                 method="fast",
                 api_name="/stylize",
             )
+        deployed[0] = answering
+        answering.calls.clear()
+        client.predict(content=handle_file(str(content_path)), style_name="far-away", strength=0.5,
+                       api_name="/apply_style")  # fmt: skip
+        name, (content, style, parameters) = answering.calls[-1]
+        assert name == "stylize_with_progress" and style is None  # /apply_style went to Modal too
+        assert parameters["method"] == "inst" and parameters["options"] == {"style_name": "far-away"}
     finally:
         app.close()
 
@@ -298,6 +468,7 @@ def test_share_and_auth_reach_launch_without_opening_a_link(monkeypatch):
 
     captured = {}
     monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kwargs: captured.update(kwargs))
+    monkeypatch.setattr(pipelines, "set_default_context", lambda context: context)  # this test's process default stays
     demo.main(
         [
             "--share",
@@ -322,7 +493,7 @@ def test_a_login_is_required_when_auth_is_set(content_path, style_path):
 
     import demo
 
-    app = demo.build_demo(default_method="fast", device="cpu")
+    app = demo.build_demo(pipelines.StudioContext(device="cpu"), "fast")
     _, url, _ = app.launch(
         prevent_thread_lock=True,
         server_name="127.0.0.1",
