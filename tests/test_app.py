@@ -1,9 +1,7 @@
 """The /stylize API through gradio_client against the real app on 127.0.0.1."""
 
-from pathlib import Path
-
 import pytest
-from conftest import gradient_image
+from conftest import app_context, gradient_image
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
@@ -23,7 +21,28 @@ def test_the_public_endpoints_have_named_parameters(client):
     api = client.view_api(return_format="dict", print_info=False)
     assert sorted(api["named_endpoints"]) == ["/apply_style", "/styles", "/stylize"]
     names = [p["parameter_name"] for p in api["named_endpoints"]["/stylize"]["parameters"]]
+    assert names == [p.name for p in pipelines.REQUEST_PARAMETERS]  # the request schema, in its order
     assert names == ["content", "style", "method", "strength", "steps", "seed", "max_side", "preserve_color", "options"]
+    applied = [p["parameter_name"] for p in api["named_endpoints"]["/apply_style"]["parameters"]]
+    assert applied == ["content", "style_name", *(n for n in names if n not in ("content", "style", "method"))]
+
+
+def test_the_api_page_documents_every_parameter_instead_of_placeholders(running_app):
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(running_app + "gradio_api/info", timeout=10) as response:  # noqa: S310 (loopback)
+        info = json.load(response)
+    documented = {p.name: p.help for p in pipelines.REQUEST_PARAMETERS}
+    for endpoint in ("/stylize", "/apply_style"):
+        endpoint_info = info["named_endpoints"][endpoint]
+        assert endpoint_info["description"]
+        for parameter in endpoint_info["parameters"]:
+            description = parameter["python_type"]["description"]
+            assert description, (endpoint, parameter["parameter_name"])
+            name = parameter["parameter_name"]
+            if name in documented and name not in ("content", "style"):
+                assert description.rstrip(".") == documented[name], name
 
 
 def test_a_good_request_returns_a_png_with_its_parameters(client, content_path, style_path):
@@ -39,7 +58,7 @@ def test_a_good_request_returns_a_png_with_its_parameters(client, content_path, 
     image = Image.open(path)
     assert image.format == "PNG" and max(image.size) == 320
     meta = read_png_metadata(path)
-    assert (meta["method"], meta["strength"], meta["seed"], meta["max_side"]) == ("fast", 0.65, 123, 320)
+    assert (meta["method"], meta["strength"], meta["seed"], meta["max_side"]) == ("fast", 0.65, None, 320)
 
 
 def test_unreadable_file_is_an_error_and_the_next_request_still_works(client, tmp_path, content_path, style_path):
@@ -50,11 +69,11 @@ def test_unreadable_file_is_an_error_and_the_next_request_still_works(client, tm
     path = client.predict(
         content=handle_file(str(content_path)),
         style=handle_file(str(style_path)),
-        seed=1,
+        strength=0.45,
         max_side=128,
         api_name="/stylize",
     )
-    assert read_png_metadata(path)["seed"] == 1
+    assert read_png_metadata(path)["strength"] == 0.45
 
 
 @pytest.mark.parametrize(
@@ -97,7 +116,7 @@ def test_artfusion_through_the_api_with_its_options(client, content_path, style_
     )
     meta = read_png_metadata(path)
     assert (meta["method"], meta["steps"], meta["seed"]) == ("artfusion", 2, 3)
-    assert meta["derived"]["content_scale"] == 0.8 and meta["extras"] == {"content_scale": 0.8, "eta": 0.0}
+    assert meta["derived"]["content_scale"] == 0.8 and meta["options"] == {"content_scale": 0.8, "eta": 0.0}
     with pytest.raises(AppError, match="no option banana"):
         client.predict(
             content=handle_file(str(content_path)),
@@ -111,19 +130,8 @@ def test_artfusion_through_the_api_with_its_options(client, content_path, style_
 
 
 def test_learned_styles_are_listed_and_applied_through_the_api(app_models, client, content_path, style_path):
-    from pipelines.inst.library import StyleLibrary
-    from pipelines.inst.service import learn_style_into_library
-
-    learn_style_into_library(
-        str(style_path),
-        "API Waves",
-        steps=2,
-        resolution=32,
-        base_model=str(app_models["base"]),
-        clip_model=str(app_models["clip"]),
-        device="cpu",
-        library=StyleLibrary(app_models["library"]),
-    )
+    run = pipelines.learn_style(str(style_path), "API Waves", steps=2, resolution=32, context=app_context(app_models))
+    assert run.wait().slug == "api-waves"
     listed = client.predict(api_name="/styles")
     assert "api-waves" in [s["slug"] for s in listed]
     path = client.predict(
@@ -152,7 +160,7 @@ def test_app_start_preloads_the_default_method_in_the_background(monkeypatch):
     release, started, loading = threading.Event(), threading.Event(), []
     launched = []
 
-    def slow_preload(method, device, weights):
+    def slow_preload(method, context):
         loading.append(threading.current_thread().name)
         started.set()
         release.wait(10)
@@ -162,6 +170,7 @@ def test_app_start_preloads_the_default_method_in_the_background(monkeypatch):
     monkeypatch.setattr(
         demo, "build_demo", lambda *a, **k: type("App", (), {"launch": lambda self, **kw: launched.append(kw)})()
     )
+    monkeypatch.setattr(pipelines, "set_default_context", lambda context: context)
     demo.main(["--backend", "local", "--device", "cpu", "--method", "fast"])
     try:
         assert launched, "launch must not wait for the model"
@@ -174,10 +183,10 @@ def test_api_writes_only_the_result_and_the_ui_adds_a_jpeg_before_picture(tmp_pa
     import demo
 
     monkeypatch.setattr(demo, "RESULTS_DIR", tmp_path)
-    result = pipelines.stylize(gradient_image(96, 64), gradient_image(64, 64, seed=1), method="fast", seed=5)
-    api_file = Path(demo._as_file(result).path)
+    result = pipelines.stylize(gradient_image(96, 64), gradient_image(64, 64, seed=1), method="fast", strength=0.3)
+    api_file = demo._save(result)
     assert [p.name for p in api_file.parent.iterdir()] == [api_file.name]  # nothing the API does not return
-    assert read_png_metadata(api_file)["seed"] == 5
+    assert read_png_metadata(api_file)["strength"] == 0.3
     png, before = demo._save_with_before(result)
     assert before.parent == png.parent and before.suffix == ".jpg"
     with Image.open(before) as picture:

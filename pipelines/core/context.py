@@ -96,7 +96,8 @@ class StudioContext:
         """
         env = os.environ if environ is None else environ
         cache = env.get("STYLE_STUDIO_CACHE")
-        cache_dir = Path(cache) if cache else Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "style-studio"
+        home = Path(env.get("HOME") or Path.home())
+        cache_dir = Path(cache) if cache else Path(env.get("XDG_CACHE_HOME") or home / ".cache") / "style-studio"
         weights = parse_weights(env.get("STYLE_STUDIO_WEIGHTS", ""), "STYLE_STUDIO_WEIGHTS")
         weights.update(flags.pop("weights", None) or {})
         modal_ready = _modal_configured(env)
