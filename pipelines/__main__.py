@@ -74,7 +74,7 @@ def add_context_arguments(parser: argparse.ArgumentParser, *, compile_flag: bool
         "--backend",
         choices=pipelines.BACKENDS,
         default=None,
-        help="where to run: local (default), modal (the deployed Modal app), or auto (local CUDA, else Modal if configured)",
+        help="where to run: local (default), modal (the deployed Modal app), or auto (local CUDA, else Modal)",
     )
     if compile_flag:
         parser.add_argument(

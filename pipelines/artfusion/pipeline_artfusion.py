@@ -19,6 +19,7 @@ import PIL.Image
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline
+from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import is_compiled_module, randn_tensor
 
@@ -33,6 +34,9 @@ ImageInput = PIL.Image.Image | np.ndarray | torch.Tensor | list[PIL.Image.Image]
 SIZE_MULTIPLE = 32  # VAE downsamples by 16 and the UNet once more by 2
 STYLE_MEMO_SIZE = 64  # style vectors: 2944 floats each
 CONTENT_MEMO_SIZE = 8  # content latents: 12 KB at 512 px, 1 MB at 2048 px
+
+
+IMAGE_PROCESSOR = VaeImageProcessor(do_resize=False)  # diffusers' conversion of [0, 1] pictures to PIL/np/pt
 
 
 @dataclass
@@ -415,11 +419,7 @@ class ArtFusionPipeline(DiffusionPipeline):
                 images = F.interpolate(
                     images, size=(original_size[1], original_size[0]), mode="bicubic", antialias=True
                 ).clamp(0.0, 1.0)
-            if output_type == "np":
-                images = images.permute(0, 2, 3, 1).cpu().numpy()
-            elif output_type == "pil":
-                arrays = (images.permute(0, 2, 3, 1).cpu().numpy() * 255.0).round().astype(np.uint8)
-                images = [PIL.Image.fromarray(array) for array in arrays]
+            images = IMAGE_PROCESSOR.postprocess(images, output_type=output_type, do_denormalize=[False] * len(images))
 
         self.maybe_free_model_hooks()
         if not return_dict:

@@ -22,6 +22,7 @@ import PIL.Image
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline, UNet2DConditionModel
+from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
@@ -54,10 +55,14 @@ class StyleConditioning:
     clip_mode: ClipInputMode
 
 
+# diffusers' own image conversions (no resizing: sizes are chosen by the pipeline). Its preprocessing computes
+# what the original does (x/255 in float32, then 2x − 1), bit for bit.
+IMAGE_PROCESSOR = VaeImageProcessor(do_resize=False)
+
+
 def image_to_pixels(image: PIL.Image.Image) -> torch.Tensor:
-    """PIL → (1, 3, H, W) float32 in [-1, 1], computed as the original does (x/255 in float32, then 2x − 1)."""
-    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(2.0 * array - 1.0).permute(2, 0, 1)[None]
+    """PIL → (1, 3, H, W) float32 in [-1, 1]."""
+    return IMAGE_PROCESSOR.preprocess(image.convert("RGB"))
 
 
 def clip_input(image: PIL.Image.Image, mode: ClipInputMode) -> np.ndarray:
@@ -336,10 +341,6 @@ class InSTPipeline(DiffusionPipeline):
             images = ((decoded + 1) / 2).clamp(0, 1)
             if size != original_size:
                 images = F.interpolate(images, size=original_size[::-1], mode="bicubic", antialias=True).clamp(0, 1)
-            if output_type == "np":
-                images = images.permute(0, 2, 3, 1).cpu().numpy()
-            elif output_type == "pil":
-                arrays = (images.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
-                images = [PIL.Image.fromarray(a) for a in arrays]
+            images = IMAGE_PROCESSOR.postprocess(images, output_type=output_type, do_denormalize=[False] * len(images))
         self.maybe_free_model_hooks()
         return InSTPipelineOutput(images=images) if return_dict else (images,)
