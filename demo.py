@@ -417,12 +417,37 @@ def _failure(exc: BaseException, what: str) -> str:
     return f"**{what}:** {_message(exc)}"
 
 
+class SessionCancels:
+    """One cancel flag per browser session: armed at the click (before queueing, so a Cancel pressed while the
+    work still waits counts too), set by the Cancel button, dropped when the work ends."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, threading.Event] = {}
+
+    def arm(self, request: gr.Request) -> threading.Event:
+        event = self._events[request.session_hash] = threading.Event()
+        return event
+
+    def current(self, request: gr.Request) -> threading.Event:
+        return self._events.setdefault(request.session_hash, threading.Event())
+
+    def done(self, request: gr.Request) -> None:
+        self._events.pop(request.session_hash, None)
+
+    def cancel(self, request: gr.Request) -> str:
+        event = self._events.get(request.session_hash)
+        if event is None:
+            return "Nothing is running."
+        event.set()
+        return "Cancelling at the next step…"
+
+
 class StylizeHandlers:
     """The Stylize tab's event handlers (each takes its inputs by component, as one dict)."""
 
     def __init__(self, tab: StylizeTab, context: StudioContext) -> None:
         self.tab, self.context = tab, context
-        self.cancels: dict[str, threading.Event] = {}  # browser session → its running generation
+        self.cancels = SessionCancels()
 
     def request_from(self, values: dict[Any, Any]) -> tuple[StyleRequest, StudioContext]:
         tab = self.tab
@@ -451,12 +476,12 @@ class StylizeHandlers:
 
     def arm(self, request: gr.Request) -> str:
         """At the click, before queueing: a cancel flag for this session, and the last message cleared."""
-        self.cancels[request.session_hash] = threading.Event()
+        self.cancels.arm(request)
         return "Working…"
 
     def generate(self, values: dict[Any, Any], request: gr.Request, progress: gr.Progress = gr.Progress()) -> dict:
         tab = self.tab
-        cancel = self.cancels.setdefault(request.session_hash, threading.Event())
+        cancel = self.cancels.current(request)
         try:
             style_request, context = self.request_from(values)
             result = _run_locally(
@@ -465,7 +490,7 @@ class StylizeHandlers:
         except Exception as exc:  # the message goes to the status line; results, history and inputs stay
             return {tab.status: _failure(exc, "Could not generate"), **self.method_state(values[tab.request["method"]])}
         finally:
-            self.cancels.pop(request.session_hash, None)
+            self.cancels.done(request)
         png, before = _save_with_before(result)
         meta = result.metadata
         entry = {"png": str(png), "before": str(before), "caption": meta.summary(), "metadata": meta.to_dict()}
@@ -480,13 +505,6 @@ class StylizeHandlers:
             tab.gallery: [(h["png"], h["caption"]) for h in history],
             **self.method_state(meta.method),
         }
-
-    def cancel(self, request: gr.Request) -> str:
-        event = self.cancels.get(request.session_hash)
-        if event is None:
-            return "Nothing is running."
-        event.set()
-        return "Cancelling at the next step…"
 
     def method_state(self, name: str) -> dict:
         """The method menu, help and Retry button as the remembered availability says."""
@@ -607,7 +625,7 @@ def _wire_stylize(demo: gr.Blocks, tab: StylizeTab, handlers: StylizeHandlers, c
         show_progress="minimal",  # the bar over the result; the previous picture stays visible beneath it
         show_progress_on=[tab.comparison],
     )
-    tab.cancel.click(handlers.cancel, None, tab.status, api_visibility="private", queue=False)
+    tab.cancel.click(handlers.cancels.cancel, None, tab.status, api_visibility="private", queue=False)
     reopened = [tab.comparison, tab.download, tab.status, tab.parameters, tab.random_seed]
     reopened += [tab.request[name] for name in ("method", "strength", "max_side", "steps", "seed")]
     tab.gallery.select(handlers.reopen, tab.history, reopened, api_visibility="private")
@@ -629,17 +647,16 @@ class LearnHandlers:
 
     def __init__(self, tab: LearnTab, context: StudioContext) -> None:
         self.tab, self.context = tab, context
-        self.cancels: dict[str, threading.Event] = {}  # browser session → the cancel flag of its training
+        self.cancels = SessionCancels()
 
     def arm(self, request: gr.Request) -> str:
-        """At the click, before queueing: a cancel flag that works even while the run waits in the queue."""
-        self.cancels[request.session_hash] = threading.Event()
+        self.cancels.arm(request)
         return "Starting…"
 
     def learn(self, values: dict[Any, Any], request: gr.Request, progress: gr.Progress = gr.Progress()) -> Any:
         tab = self.tab
         points: list[tuple[int, float]] = []
-        cancel = self.cancels.setdefault(request.session_hash, threading.Event())
+        cancel = self.cancels.current(request)
         try:
             if values[tab.image] is None:
                 raise pipelines.InvalidRequestError("Add the style image to learn from.")
@@ -683,14 +700,7 @@ class LearnHandlers:
         except Exception as exc:
             yield {tab.status: _failure(exc, "Could not learn the style")}
         finally:
-            self.cancels.pop(request.session_hash, None)
-
-    def cancel(self, request: gr.Request) -> str:
-        event = self.cancels.get(request.session_hash)
-        if event is None:
-            return "Nothing is running."
-        event.set()
-        return "Cancelling at the next step…"
+            self.cancels.done(request)
 
     def library(self) -> dict:
         """The learned styles: thumbnails from a local library, names from the remote one."""
@@ -730,7 +740,7 @@ def _wire_learn(tab: LearnTab, handlers: LearnHandlers) -> None:
         concurrency_id="learn",
         concurrency_limit=1,
     )
-    tab.cancel.click(handlers.cancel, None, tab.status, api_visibility="private", queue=False)
+    tab.cancel.click(handlers.cancels.cancel, None, tab.status, api_visibility="private", queue=False)
     tab.image.upload(
         StylizeHandlers.check_upload("style"), tab.image, [tab.status, tab.image], api_visibility="private"
     )
