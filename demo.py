@@ -400,21 +400,22 @@ def _run_locally(request: StyleRequest, context: StudioContext, report: Any, can
 _run_locally = zero_gpu(_run_locally, spaces)
 
 
-def _message(exc: BaseException) -> str:
+def _message(exc: BaseException, method: str | None = None) -> str:
     """What the person reads about a failure: the studio's own words, or one line naming an unexpected crash."""
     if isinstance(exc, StudioError):
         logger.warning("refused: %s", exc)
         return exc.for_front_end(FRONT_END)
     logger.error("unexpected failure", exc_info=exc)
+    first_line = str(exc).splitlines()[0][:300] if str(exc) else ""
     return (
-        f"It failed unexpectedly ({pipelines.describe_error(exc)}). Your images and earlier results are kept; "
-        "try again, use a smaller max side, or pick another method."
+        f"The {method or 'chosen'} method failed unexpectedly ({type(exc).__name__}: {first_line}). Your images and "
+        "earlier results are kept; try again, use a smaller max side, or pick another method."
     )
 
 
-def _failure(exc: BaseException, what: str) -> str:
+def _failure(exc: BaseException, what: str, method: str | None = None) -> str:
     """The status line for a failure."""
-    return f"**{what}:** {_message(exc)}"
+    return f"**{what}:** {_message(exc, method)}"
 
 
 class SessionCancels:
@@ -488,7 +489,8 @@ class StylizeHandlers:
                 style_request, context, lambda done, total, text: progress((done, total), desc=text), cancel
             )
         except Exception as exc:  # the message goes to the status line; results, history and inputs stay
-            return {tab.status: _failure(exc, "Could not generate"), **self.method_state(values[tab.request["method"]])}
+            method = values[tab.request["method"]]
+            return {tab.status: _failure(exc, "Could not generate", method), **self.method_state(method)}
         finally:
             self.cancels.done(request)
         png, before = _save_with_before(result)
@@ -832,7 +834,7 @@ def _register_api(demo: gr.Blocks, context: StudioContext, default_method: str) 
         try:
             result = pipelines.run(StyleRequest(**values), context=context)
         except Exception as exc:  # an API client gets the same words as the page, as a gradio_client AppError
-            raise gr.Error(_message(exc), print_exception=False) from None
+            raise gr.Error(_message(exc, values.get("method")), print_exception=False) from None
         png = _save(result)
         return FileData(path=str(png), orig_name=png.name, mime_type="image/png")
 

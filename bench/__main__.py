@@ -37,6 +37,7 @@ from bench.fast_engine import BASELINE
 from bench.fast_engine import measure as measure_fast_engine
 from bench.load import free_port
 from bench.timing import interleaved, median_time, medians, synchronize
+from pipelines.core.device import describe_device
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the tiny model builders the tests use
@@ -50,8 +51,9 @@ def cold_start(method: str, weights: str | None, side: int, steps: int | None) -
     """A fresh Python process to its first stylized image (weights on local disk), and that process's peaks."""
     code = (
         "import sys, pipelines\n"
+        "context = pipelines.StudioContext.from_environment(backend='local', compile='off')  # this machine\n"
         f"pipelines.stylize({str(CONTENT)!r}, {str(STYLE)!r}, method={method!r}, weights={weights!r}, "
-        f"max_side={side}, steps={steps!r}, seed=0, device='auto')\n"
+        f"max_side={side}, steps={steps!r}, seed=0, device='auto', context=context)\n"
         "torch = sys.modules.get('torch')  # only if the method imported it: the fast engine does not\n"
         "cuda = torch.cuda.max_memory_allocated() / 2**20 if torch and torch.cuda.is_available() else None\n"
         # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across fork and exec
@@ -77,8 +79,16 @@ def http_round_trip(weights: dict[str, str], repeats: int) -> float | None:
         return None
 
     port = free_port()
-    app = demo.build_demo(default_method="fast", device="auto", weights=weights)
-    _, url, _ = app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
+    context = pipelines.default_context().with_overrides(device="auto", backend="local", weights=weights)
+    app = demo.build_demo(context, default_method="fast")
+    _, url, _ = app.launch(
+        prevent_thread_lock=True,
+        server_name="127.0.0.1",
+        server_port=port,
+        quiet=True,
+        max_file_size=demo.MAX_UPLOAD,
+        allowed_paths=[str(demo.RESULTS_DIR.parent)],  # where the app writes its result PNGs, as demo.main allows
+    )
     try:
         client = Client(url, verbose=False)
         return median_time(
@@ -193,6 +203,10 @@ def main() -> None:
     repeats = 3 if args.quick else 7
     device = pipelines.resolve_device("auto")
     workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    # The studio's requests run here, eagerly (compiling is timed apart), with their files in the work folder.
+    pipelines.set_default_context(
+        pipelines.StudioContext.from_environment(backend="local", compile="off", cache_dir=workdir / "studio-cache")
+    )
 
     from artfusion_tiny import tiny_pipeline
     from inst_tiny import save_tiny_models
@@ -201,7 +215,7 @@ def main() -> None:
     tiny_pipeline().save_pretrained(tiny_artfusion)
     base, clip = save_tiny_models(workdir / "inst")
     report: dict = {
-        "device": pipelines.core.device.describe_device(device),
+        "device": describe_device(device),
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,

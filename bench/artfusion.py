@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import platform
 import resource
 import statistics
@@ -29,7 +28,7 @@ from bench.timing import median_time, synchronize
 from pipelines.artfusion import ArtFusionPipeline
 from pipelines.artfusion.convert import KL16_CONTENT12, build_components
 from pipelines.artfusion.method import configure_for_device
-from pipelines.core.compiling import COMPILE_ENV, check_compile_setting, mark_step_begin
+from pipelines.core.compiling import check_compile_setting, mark_step_begin
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,14 +76,15 @@ def denoiser_flops(unet, batch: int, latent_hw: tuple[int, int]) -> int:
     return counter.get_total_flops()
 
 
-def full_size_pipeline(device: str, dtype: str) -> ArtFusionPipeline:
-    """The released architecture with random weights (seed 0), in ``dtype``, with the studio's device choices."""
+def full_size_pipeline(device: str, dtype: str, compile_setting: str = "off") -> ArtFusionPipeline:
+    """The released architecture with random weights (seed 0), in ``dtype``, with the studio's device choices
+    (``compile_setting``: the studio's ``--compile`` value for the denoiser, off by default)."""
     torch.manual_seed(0)
     unet, vae, style_encoder, scheduler = build_components(KL16_CONTENT12)
     pipe = ArtFusionPipeline(unet.eval(), vae.eval(), style_encoder.eval(), scheduler)
     if dtype != "float32":
         pipe = pipe.to(dtype=getattr(torch, dtype))
-    return configure_for_device(pipe, device)
+    return configure_for_device(pipe, device, compile_setting)
 
 
 def denoiser_figures(unet, side: int, device: str, repeats: int) -> dict:
@@ -116,11 +116,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--compile", nargs="?", const="on", default="off", metavar="MODE", help="torch.compile")
     args = parser.parse_args()
-    os.environ[COMPILE_ENV] = check_compile_setting(args.compile)
+    compile_setting = check_compile_setting(args.compile)
     cuda = args.device.startswith("cuda")
 
     started = time.perf_counter()
-    pipe = full_size_pipeline(args.device, args.dtype)
+    pipe = full_size_pipeline(args.device, args.dtype, compile_setting)
     build_s = time.perf_counter() - started
 
     content = Image.open(ROOT / "assets" / "content" / "chelsea.jpg").convert("RGB").resize((args.size, args.size))
@@ -145,7 +145,7 @@ def main() -> None:
         "size_px": args.size,
         "steps": args.steps,
         "dtype": args.dtype,
-        "compile": check_compile_setting(args.compile),
+        "compile": compile_setting,
         "attention": sorted({type(m.processor).__name__ for m in pipe.unet.modules() if hasattr(m, "processor")}),
         "guidance_batch": 3,
         "seconds_per_image_median": round(median, 3),

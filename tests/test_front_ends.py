@@ -306,3 +306,10 @@ def test_the_parsers_are_argparse_parsers():
     assert isinstance(build_parser(), argparse.ArgumentParser) and isinstance(
         demo.build_parser(), argparse.ArgumentParser
     )
+
+
+def test_weights_that_cannot_exist_are_refused_on_every_path(tmp_path):
+    context = pipelines.StudioContext(device="cpu", weights={"inst": "/nope/sd::/nope/clip"})
+    with pytest.raises(pipelines.MethodUnavailableError, match="InST model folder /nope/sd was not found"):
+        pipelines.preload("inst", context=context)
+    assert context.availability.unavailable() == {}  # a typo is not remembered as "the Hub is down"

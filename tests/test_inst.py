@@ -87,7 +87,7 @@ def test_presets_follow_the_paper_and_the_fast_one_precomputes():
     paper, fast = config_for("paper"), config_for("fast")
     assert (paper.steps, paper.learning_rate, paper.weight_decay, paper.timesteps_per_step) == (6100, 1e-4, 0.01, 1)
     assert not paper.precompute and fast.precompute and fast.timesteps_per_step > 1 and fast.steps < paper.steps
-    with pytest.raises(ValueError, match="preset"):
+    with pytest.raises(InvalidRequestError, match="preset"):
         config_for("turbo")
 
 
@@ -226,10 +226,9 @@ def test_library_names_are_safe_and_entries_complete(tmp_path, learned):
         library.get("kind-one")
 
 
-def test_studio_request_with_a_learned_style_and_no_style_image(pipe, learned, models, tmp_path, monkeypatch):
-    monkeypatch.setenv("STYLE_STUDIO_LIBRARY", str(tmp_path))
+def test_studio_request_with_a_learned_style_and_no_style_image(pipe, learned, models, studio_context):
     save_style(
-        StyleLibrary(),
+        StyleLibrary(studio_context.styles_dir),
         "waves",
         learned.conditioning,
         STYLE,
@@ -246,7 +245,7 @@ def test_studio_request_with_a_learned_style_and_no_style_image(pipe, learned, m
         seed=3,
         weights=weights,
         device="cpu",
-        extras={"style_name": "waves"},
+        options={"style_name": "waves"},
         progress=lambda *a: seen.append(a),
     )
     meta = result.metadata
@@ -262,7 +261,7 @@ def test_studio_request_with_a_learned_style_and_no_style_image(pipe, learned, m
             steps=4,
             weights=weights,
             device="cpu",
-            extras={"style_name": "nope"},
+            options={"style_name": "nope"},
         )
     with pytest.raises(InvalidRequestError, match="needs a style image"):
         pipelines.stylize(gradient_image(48, 32), None, method="fast")

@@ -203,7 +203,9 @@ def free_accelerator_memory() -> None:
 
 
 def pipeline_key(method: StyleMethod, context: StudioContext, device: str) -> PipelineKey:
+    """The cache key of ``method`` in ``context``; weights that cannot exist (a missing local path) fail here."""
     weights = context.weights_for(method.name) or method.default_weights()
+    method.check_weights(weights)
     return PipelineKey(method.name, weights, device, method.dtype_for(device), context.compile)
 
 
