@@ -85,8 +85,8 @@ def test_upload_generate_and_see_the_result(browser, running_app, content_path, 
 
     # Switch to ArtFusion (tiny test weights): its options appear, the steps slider comes alive, it runs.
     choose_method(page, "ArtFusion (diffusion, any style)")
-    assert page.locator("#steps input[type=number]").get_attribute("max") == "250"
-    assert page.locator("#seed input").is_enabled()
+    page.wait_for_function("() => document.querySelector('#steps input[type=number]').max === '250'", timeout=10_000)
+    page.wait_for_function("() => !document.querySelector('#seed input').disabled", timeout=10_000)
     page.get_by_text("Advanced", exact=True).click()
     page.get_by_label("Content guidance scale").wait_for(timeout=10_000)
     page.get_by_label("Style guidance scale").fill("3.5")
