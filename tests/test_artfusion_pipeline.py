@@ -180,7 +180,7 @@ def test_strength_mapping_is_monotone_and_documented_endpoints():
     assert all(a > b for a, b in zip(content_scales, content_scales[1:], strict=False))
     assert all(a < b for a, b in zip(style_scales, style_scales[1:], strict=False))
     assert guidance_scales(0.0) == pytest.approx((2.0, 0.5)) and guidance_scales(1.0) == pytest.approx((0.25, 5.0))
-    assert guidance_scales(0.7) == pytest.approx((0.467, 2.51), abs=0.01)
+    assert guidance_scales(0.7) == (0.5, 2.0)  # the original notebook's pair, exactly (the README's anchor)
 
 
 def test_studio_request_through_the_cache_with_style_cache_and_options(saved):
@@ -341,3 +341,20 @@ def test_the_studio_uses_sdpa_attention_on_every_device(saved, studio_context):
     pipe = method.load(str(saved), "cpu", "float32", studio_context)
     kinds = {type(m.attention.processor).__name__ for m in pipe.unet.modules() if hasattr(m, "attention")}
     assert kinds == {"AttnProcessor2_0"}  # the benchmark's choice on CPU too; never materialises the scores
+
+
+def test_the_original_ddim_grid_runs_one_more_step_where_steps_do_not_divide_1000(pipe):
+    from pipelines.artfusion.pipeline_artfusion import original_timesteps
+
+    assert original_timesteps(6, pipe.scheduler.config).tolist() == [997, 831, 665, 499, 333, 167, 1]
+    assert original_timesteps(10, pipe.scheduler.config).tolist() == list(range(901, 0, -100))
+    assert original_timesteps(3, pipe.scheduler.config).tolist() == [667, 334, 1]  # 1000 is past the schedule
+    content, style = gradient_image(64, 64), gradient_image(64, 64, seed=1)
+    seen = {}
+    for spacing in ("original", "leading"):
+        calls = []
+        pipe(content, style, num_inference_steps=6, timestep_spacing=spacing, output_type="latent",
+             generator=torch.Generator().manual_seed(0),
+             callback_on_step_end=lambda p, i, t, kw, calls=calls: calls.append(int(t)) or kw)  # fmt: skip
+        seen[spacing] = calls
+    assert seen["original"] == [997, 831, 665, 499, 333, 167, 1] and len(seen["leading"]) == 6

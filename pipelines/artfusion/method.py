@@ -1,14 +1,16 @@
 """The studio's ``artfusion`` method: maps the studio request onto ``ArtFusionPipeline``.
 
-Strength mapping (monotone, documented in the README): the studio's strength s sets both guidance scales on
-a log scale, from (content 2.0, style 0.5) near 0 to (content 0.25, style 5.0) at 1:
+Strength mapping (monotone, documented in the README): the studio's strength s sets both guidance scales on a
+log scale through three anchors: (content 2.0, style 0.5) at 0, the original notebook's (0.5, 2.0) exactly at
+``NOTEBOOK_STRENGTH`` = 0.7, and (0.25, 5.0) at 1; between anchors each scale moves log-linearly:
 
-    content_scale = 2.0 · (0.25 / 2.0) ** s        style_scale = 0.5 · (5.0 / 0.5) ** s
+    below 0.7:  content = 2.0 · (0.5 / 2.0) ** (s / 0.7)          style = 0.5 · (2.0 / 0.5) ** (s / 0.7)
+    above 0.7:  content = 0.5 · (0.25 / 0.5) ** ((s − 0.7) / 0.3)  style = 2.0 · (5.0 / 2.0) ** ((s − 0.7) / 0.3)
 
-so s = 0.7 gives about (0.47, 2.5), close to the original notebook's (0.5, 2.0). The content scale falls and
-the style scale rises as s grows: both push toward more style. Below ``fade_in_below`` the core also
-cross-fades the picture with the content, so s = 0 returns the content unchanged. Either scale can be set by hand
-(options ``content_scale``/``style_scale``), which overrides the mapping for that scale.
+The content scale falls and the style scale rises as s grows: both push toward more style. Below
+``fade_in_below`` the core also cross-fades the picture with the content, so s = 0 returns the content
+unchanged. Either scale can be set by hand (options ``content_scale``/``style_scale``), which overrides the
+mapping for that scale.
 """
 
 from __future__ import annotations
@@ -24,14 +26,17 @@ from pipelines.core.method import MethodInputs, OptionSpec, StepsSpec, StyleMeth
 logger = logging.getLogger(__name__)
 
 FADE_IN_BELOW = 0.1
-CONTENT_SCALE_RANGE = (2.0, 0.25)  # at strength 0 and 1
-STYLE_SCALE_RANGE = (0.5, 5.0)
+NOTEBOOK_STRENGTH = 0.7  # gives the original notebook's (content 0.5, style 2.0) exactly
+GUIDANCE_ANCHORS = ((0.0, 2.0, 0.5), (NOTEBOOK_STRENGTH, 0.5, 2.0), (1.0, 0.25, 5.0))  # (strength, content, style)
 
 
 def guidance_scales(strength: float) -> tuple[float, float]:
-    """(content guidance scale, style guidance scale) for the studio's strength in [0, 1]."""
-    (c0, c1), (s0, s1) = CONTENT_SCALE_RANGE, STYLE_SCALE_RANGE
-    return c0 * (c1 / c0) ** strength, s0 * (s1 / s0) ** strength
+    """(content guidance scale, style guidance scale) for the studio's strength in [0, 1] (see the module doc)."""
+    for (s0, c0, y0), (s1, c1, y1) in zip(GUIDANCE_ANCHORS, GUIDANCE_ANCHORS[1:], strict=False):
+        if strength <= s1:
+            share = (strength - s0) / (s1 - s0)
+            return c0 * (c1 / c0) ** share, y0 * (y1 / y0) ** share
+    return GUIDANCE_ANCHORS[-1][1], GUIDANCE_ANCHORS[-1][2]
 
 
 def configure_for_device(pipe: Any, device: str, compile_setting: str = "off") -> Any:
@@ -58,7 +63,8 @@ class ArtFusionMethod(StyleMethod):
         "Best on a CUDA GPU; on a CPU use 256–512 px and few steps."
     )
     strength_mapping = (
-        "sets the content guidance (2 → 0.25) and style guidance (0.5 → 5) scales on a log scale; "
+        "sets the content guidance (2 → 0.25) and style guidance (0.5 → 5) scales on a log scale, "
+        "0.7 giving the original notebook's 0.5 / 2.0; "
         f"below {FADE_IN_BELOW} it also cross-fades with the content, so 0 is the content unchanged"
     )
     steps = StepsSpec(default=25, minimum=1, maximum=250)
@@ -145,6 +151,8 @@ class ArtFusionMethod(StyleMethod):
     def generate(self, model: Any, inputs: MethodInputs, context: Any) -> Image.Image:
         from diffusers.utils.torch_utils import is_compiled_module
 
+        from pipelines.artfusion.pipeline_artfusion import original_timesteps
+
         content_scale, style_scale = guidance_scales(inputs.strength)
         content_scale = inputs.options.get("content_scale", content_scale)
         style_scale = inputs.options.get("style_scale", style_scale)
@@ -160,7 +168,9 @@ class ArtFusionMethod(StyleMethod):
             init_noise=inputs.options.get("init_noise", "gaussian"),
             style_size=inputs.options.get("style_size", 256),
             generator=inputs.generator(),
-            callback_on_step_end=inputs.denoising_callback(inputs.steps),
+            callback_on_step_end=inputs.denoising_callback(
+                len(original_timesteps(inputs.steps, model.scheduler.config))
+            ),
         ).images[0]
         inputs.derived["style_cache_hit"] = model.style_memo.hits > hits_before[0]
         inputs.derived["content_cache_hit"] = model.content_memo.hits > hits_before[1]

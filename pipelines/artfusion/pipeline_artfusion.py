@@ -39,6 +39,15 @@ CONTENT_MEMO_SIZE = 8  # content latents: 12 KB at 512 px, 1 MB at 2048 px
 IMAGE_PROCESSOR = VaeImageProcessor(do_resize=False)  # diffusers' conversion of [0, 1] pictures to PIL/np/pt
 
 
+def original_timesteps(steps: int, config: Any) -> torch.Tensor:
+    """The original LDM DDIM grid ("uniform"): ``range(0, T, T // steps) + offset``, descending. For a ``steps`` that
+    does not divide T it has one entry more than ``steps`` (6 → 997, 831, 665, 499, 333, 167, 1). Where the offset
+    would reach T (3 steps: 1000), the original indexes past its schedule and crashes; that entry is left out."""
+    ratio = config.num_train_timesteps // steps
+    grid = torch.arange(0, config.num_train_timesteps, ratio, dtype=torch.int64) + config.steps_offset
+    return grid[grid < config.num_train_timesteps].flip(0)
+
+
 @dataclass
 class ArtFusionPipelineOutput(BaseOutput):
     """``images``: list of PIL images, or an array/tensor (B, H, W, 3)/(B, 3, H, W) in [0, 1], or latents."""
@@ -263,6 +272,7 @@ class ArtFusionPipeline(DiffusionPipeline):
         callback_on_step_end_tensor_inputs: list[str] = ("latents",),
         batch_guidance: bool = True,
         vae_tiling: bool | None = None,
+        timestep_spacing: Literal["original", "leading"] = "original",
     ) -> ArtFusionPipelineOutput | tuple:
         r"""Stylize ``content_image`` in the style of ``style_image``.
 
@@ -295,6 +305,10 @@ class ArtFusionPipeline(DiffusionPipeline):
                 them one by one: the same result, slower; kept to measure what batching buys).
             vae_tiling (`bool` or None): encode/decode in overlapping tiles, so very large pictures fit in memory;
                 None turns it on above 1024 px.
+            timestep_spacing (`"original"` or `"leading"`, defaults to ``"original"``): the DDIM grid. The original
+                code takes every c-th timestep from 0 with c = 1000 // steps, plus 1 (``original_timesteps``): where
+                ``steps`` does not divide 1000 that is one evaluation more than diffusers' ``"leading"`` spacing
+                (6 steps → 997, 831, …, 1: seven evaluations). Both are the same where ``steps`` divides 1000.
         """
         self._interrupt = False
         # 1. Check inputs
@@ -351,6 +365,10 @@ class ArtFusionPipeline(DiffusionPipeline):
 
         # 5. Timesteps and start noise
         self.scheduler.set_timesteps(num_inference_steps, device=device)
+        if timestep_spacing == "original":  # the step ratio (used for the previous timestep) stays 1000 // steps
+            self.scheduler.timesteps = original_timesteps(num_inference_steps, self.scheduler.config).to(device)
+        elif timestep_spacing != "leading":
+            raise ValueError(f"timestep_spacing must be 'original' or 'leading', not {timestep_spacing!r}")
         timesteps = self.scheduler.timesteps
         shape = tuple(content.shape)
         if latents is None:
