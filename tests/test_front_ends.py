@@ -313,3 +313,51 @@ def test_weights_that_cannot_exist_are_refused_on_every_path(tmp_path):
     with pytest.raises(pipelines.MethodUnavailableError, match="InST model folder /nope/sd was not found"):
         pipelines.preload("inst", context=context)
     assert context.availability.unavailable() == {}  # a typo is not remembered as "the Hub is down"
+
+
+def test_the_default_method_is_the_most_capable_one_whose_weights_can_be_had(monkeypatch, tmp_path):
+    """On a GPU the default is chosen among methods that can run there, asked once per few minutes."""
+    from pipelines.core import studio
+
+    monkeypatch.setattr(studio, "resolve_device", lambda device: "cuda")
+    monkeypatch.setattr(method_module, "_REGISTRY", dict(method_module._REGISTRY))
+    asked = []
+
+    class Reachable(pipelines.StyleMethod):
+        label = description = strength_mapping = "test"
+        reachable = True
+
+        def prefers(self, device):
+            return device == "cuda"
+
+        def weights_reachable(self, weights):
+            asked.append(self.name)
+            return self.reachable
+
+        def load(self, weights, device, dtype, context):
+            return None
+
+        def generate(self, model, inputs, context):
+            return inputs.content
+
+    best = type("Best", (Reachable,), {"name": "best-test", "priority": 100, "reachable": False})
+    second = type("Second", (Reachable,), {"name": "second-test", "priority": 99})
+    pipelines.register_method(best())
+    pipelines.register_method(second())
+    context = pipelines.StudioContext(device="cuda")
+    assert pipelines.resolve_method(None, context).name == "second-test"  # the best one's weights are out of reach
+    assert pipelines.resolve_method(None, context).name == "second-test"
+    assert asked == ["best-test", "second-test"]  # remembered, not asked again
+    assert pipelines.default_method_name("cuda") == "best-test"  # without the check: by priority alone
+    pipelines.retry_method(context=context)
+    best.reachable = True
+    assert pipelines.resolve_method(None, context).name == "best-test"
+
+
+def test_weights_reachability_is_answered_offline_from_what_is_here(tmp_path):
+    artfusion, inst = pipelines.get_method("artfusion"), pipelines.get_method("inst")
+    assert not artfusion.weights_reachable("nobody/no-such-repo")  # offline (tests), not cached
+    assert not artfusion.weights_reachable(str(tmp_path / "missing.ckpt"))
+    (tmp_path / "a.ckpt").write_bytes(b"x")
+    assert artfusion.weights_reachable(str(tmp_path / "a.ckpt"))
+    assert not inst.weights_reachable(f"{tmp_path}::nobody/clip")

@@ -127,6 +127,11 @@ class ArtFusionMethod(StyleMethod):
 
         return FIX
 
+    def weights_reachable(self, weights: str) -> bool:
+        from pipelines.artfusion.weights import weights_reachable
+
+        return weights_reachable(weights)
+
     def check_weights(self, weights: str) -> None:
         from pipelines.artfusion.weights import check_local_weights
 

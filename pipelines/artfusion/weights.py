@@ -44,6 +44,25 @@ def check_local_weights(spec: str) -> None:
         raise MethodUnavailableError(f"ArtFusion weights {spec} were not found. Check the path.", fix=FIX)
 
 
+def weights_reachable(spec: str) -> bool:
+    """Whether ``spec`` can be had without trying to load it: a local file or converted folder, or the Hub file
+    (converted repo or original checkpoint) in the local cache or on the Hub for this token."""
+    from pipelines.core.hub import hub_file_available
+
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return (path / "model_index.json").is_file()
+    if path.is_file():
+        return True
+    parts = spec.split("/")
+    if len(parts) < 2 or not all(parts) or spec.startswith((".", "/", "~")):
+        return False
+    repo_id, filename = "/".join(parts[:2]), "/".join(parts[2:])
+    if filename:
+        return hub_file_available(repo_id, filename)
+    return hub_file_available(repo_id, "model_index.json") or hub_file_available(repo_id, DEFAULT_CHECKPOINT)
+
+
 def resolve_weights(spec: str, cache_dir: Path) -> Path:
     """A local diffusers folder for ``spec`` (downloading and converting into ``cache_dir`` on first use)."""
     path = Path(spec).expanduser()

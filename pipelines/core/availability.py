@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pipelines.core.errors import MethodUnavailableError
@@ -30,7 +31,24 @@ class Availability:
     def __init__(self, retry_after_s: float = RETRY_AFTER_S) -> None:
         self.retry_after_s = retry_after_s
         self._failures: dict[tuple[str, str], Unavailable] = {}
+        self._reachable: dict[tuple[str, str], tuple[float, bool]] = {}
         self._lock = threading.Lock()
+
+    def reachable(self, method: str, weights: str, probe: Callable[[], bool], now: float | None = None) -> bool:
+        """Whether a method's weights can be had (``probe()``), asked at most once per ``retry_after_s``; a
+        remembered load failure answers no at once."""
+        now = time.time() if now is None else now
+        with self._lock:
+            failure = self._failures.get((method, weights))
+            if failure is not None and now - failure.since < self.retry_after_s:
+                return False
+            known = self._reachable.get((method, weights))
+            if known is not None and now - known[0] < self.retry_after_s:
+                return known[1]
+        answer = bool(probe())
+        with self._lock:
+            self._reachable[(method, weights)] = (now, answer)
+        return answer
 
     def record(self, method: str, weights: str, error: MethodUnavailableError, now: float | None = None) -> None:
         with self._lock:
@@ -58,5 +76,6 @@ class Availability:
     def forget(self, method: str | None = None) -> None:
         """Try ``method`` (or every method) again on its next use."""
         with self._lock:
-            for key in [k for k in self._failures if method is None or k[0] == method]:
-                del self._failures[key]
+            for memory in (self._failures, self._reachable):
+                for key in [k for k in memory if method is None or k[0] == method]:
+                    del memory[key]

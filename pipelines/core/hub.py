@@ -63,3 +63,16 @@ def offline_reason() -> str:
         return "offline mode is on (HF_HUB_OFFLINE=1) and the files are not in the local Hugging Face cache"
     host = urlparse(constants.ENDPOINT).hostname
     return f"{host} cannot be reached from this machine (no network?) and the files are not in the local cache"
+
+
+def hub_file_available(repo_id: str, filename: str) -> bool:
+    """Whether ``filename`` of ``repo_id`` is in the local Hugging Face cache, or on the Hub for this machine's
+    token (a metadata request, no download). False when offline and not cached, or on any error."""
+    from huggingface_hub import file_exists, try_to_load_from_cache
+
+    try:
+        if isinstance(try_to_load_from_cache(repo_id, filename), str):
+            return True
+        return hub_reachable() and file_exists(repo_id, filename)
+    except Exception:  # a malformed id, a gated repo without a token, a network hiccup: not available
+        return False

@@ -187,6 +187,11 @@ class StyleMethod(ABC):
         """Cheap checks that need no model (e.g. a learned style exists), run before anything is loaded."""
         return None
 
+    def weights_reachable(self, weights: str) -> bool:
+        """Whether ``weights`` can be had here now (a local copy, the Hugging Face cache, or the Hub with the token
+        this machine has), asked quickly and without downloading; used to choose a default method that can run."""
+        return True
+
     def check_weights(self, weights: str) -> None:
         """Refuse weights that cannot work without trying them (e.g. a local file that does not exist)."""
         return None
@@ -221,9 +226,10 @@ def method_names() -> list[str]:
     return list(_REGISTRY)
 
 
-def default_method_name(device: str) -> str:
-    """The most capable registered method that wants to be the default on ``device``."""
-    preferred = [m for m in _REGISTRY.values() if m.prefers(device)]
+def default_method_name(device: str, usable: Callable[[StyleMethod], bool] | None = None) -> str:
+    """The most capable registered method that wants to be the default on ``device`` (highest ``priority`` first)
+    and, when ``usable`` is given, can run (its weights reachable); the most capable one if none can."""
+    preferred = sorted((m for m in _REGISTRY.values() if m.prefers(device)), key=lambda m: m.priority, reverse=True)
     if not preferred:
         raise MethodUnavailableError(f"No registered style method can serve {device}.")
-    return max(preferred, key=lambda m: m.priority).name
+    return next((m.name for m in preferred if usable is None or usable(m)), preferred[0].name)

@@ -173,11 +173,19 @@ def _generate(method: StyleMethod, model: Any, inputs: MethodInputs, context: St
 
 
 def resolve_method(name: str | None, context: StudioContext) -> StyleMethod:
-    """The named method, or the default one for where the context runs."""
+    """The named method, or the default one for where the context runs: on this machine the most capable method
+    whose weights can be had (checked once per few minutes), on Modal the most capable one (its Volume decides)."""
     if name:
         return get_method(name)
-    where = "cuda" if context.backend == "modal" else resolve_device(context.device)
-    return get_method(default_method_name(where))
+    if context.backend == "modal":
+        return get_method(default_method_name("cuda"))
+    device = resolve_device(context.device)
+
+    def usable(method: StyleMethod) -> bool:
+        weights = context.weights_for(method.name) or method.default_weights()
+        return context.availability.reachable(method.name, weights, lambda: method.weights_reachable(weights))
+
+    return get_method(default_method_name(device, usable))
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

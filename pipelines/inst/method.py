@@ -153,6 +153,15 @@ class InSTMethod(StyleMethod):
             )
         library.get(name)  # a clear error naming the styles that exist
 
+    def weights_reachable(self, weights: str) -> bool:
+        from pipelines.core.hub import hub_file_available
+
+        base, clip = split_weights(weights)
+        return all(
+            Path(name).expanduser().is_dir() or hub_file_available(name, marker)
+            for name, marker in ((base, "model_index.json"), (clip, "config.json"))
+        )
+
     def check_weights(self, weights: str) -> None:
         for part in split_weights(weights):
             if part.startswith((".", "/", "~")) and not Path(part).expanduser().is_dir():
