@@ -50,7 +50,6 @@ REMOTE_CONCURRENCY = 8  # requests in flight to Modal at once (it starts more co
 HISTORY_LIMIT = 24  # results kept per browser session
 MAX_UPLOAD = "25mb"
 RESULT_TTL_S = 6 * 3600  # result files are deleted six hours after they were made
-ZERO_GPU_SECONDS = 120  # GPU time a ZeroGPU call may take (InST at 50 steps fits; shorter gets priority)
 IMAGE_SOURCES = {"content": ["upload", "clipboard", "webcam"], "style": ["upload", "clipboard"]}
 NO_STEPS = "Not used by this method (it has no diffusion steps)."
 NO_SEED = "Not used by this method (it gives the same picture every time)."
@@ -385,11 +384,18 @@ def _render_learn_tab() -> LearnTab:
 
 
 def zero_gpu(function: Any, spaces_module: Any = None, environ: dict[str, str] | None = None) -> Any:
-    """``spaces.GPU(duration=…)(function)`` on a ZeroGPU Space (SPACES_ZERO_GPU set), else ``function`` as is."""
+    """``spaces.GPU(duration=…)(function)`` on a ZeroGPU Space (SPACES_ZERO_GPU set), else ``function`` as is.
+    The GPU time asked for is the method's own (``StyleMethod.gpu_seconds``): shorter requests get priority."""
     environ = os.environ if environ is None else environ
     if spaces_module is None or environ.get("SPACES_ZERO_GPU", "").lower() not in ("1", "true"):
         return function
-    return spaces_module.GPU(duration=ZERO_GPU_SECONDS)(function)
+    return spaces_module.GPU(duration=gpu_seconds)(function)
+
+
+def gpu_seconds(request: StyleRequest, context: StudioContext, *_: Any) -> int:
+    """The GPU time a ZeroGPU call asks for: the method's estimate for the request's steps."""
+    method = pipelines.resolve_method(request.method, context)
+    return method.gpu_seconds(request.steps or (method.steps.default if method.steps else 0))
 
 
 def _run_locally(request: StyleRequest, context: StudioContext, report: Any, cancel: threading.Event) -> StyleResult:

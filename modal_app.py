@@ -151,6 +151,29 @@ class Studio:
         return [asdict(entry) for entry in pipelines.style_library(self.context).list()]
 
 
+@app.function(
+    image=image,
+    volumes={CACHE: volume},
+    secrets=[modal.Secret.from_name("huggingface-secret", required_keys=["HF_TOKEN"])],
+    timeout=3600,
+)
+def download(methods: str = "") -> list[str]:
+    """Fill the Volume with every method's weights once (``modal run modal_app.py::download``), so that no
+    container downloads at start. ``methods``: names separated by commas (default: all)."""
+    context = pipelines.StudioContext.from_environment(backend="local")
+    names = [name.strip() for name in methods.split(",") if name.strip()] or pipelines.method_names()
+    fetched = []
+    for name in names:
+        try:
+            fetched.append(f"{name}: {pipelines.prefetch(name, context=context)}")
+        except pipelines.StudioError as exc:  # one missing model does not stop the others
+            fetched.append(f"{name}: failed: {exc.for_front_end('modal')}")
+        print(fetched[-1])
+    if not modal.is_local():
+        volume.commit()
+    return fetched
+
+
 def _as_remote(result: pipelines.StyleResult) -> tuple[bytes, dict]:
     result.metadata.backend = "modal"
     return result.png_bytes(), result.metadata.to_dict()

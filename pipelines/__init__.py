@@ -48,6 +48,7 @@ from pipelines.core.png import read_png_metadata
 from pipelines.core.request import MAX_SEED, REQUEST_PARAMETERS, Parameter, StyleRequest, get_request_parameter
 from pipelines.core.result import VERSION, ResultMetadata, StyleResult, Timings
 from pipelines.core.studio import (
+    prefetch,
     preload,
     request_from_metadata,
     resolve_method,
@@ -142,6 +143,7 @@ __all__ = [
     "load_image",
     "method_names",
     "parse_weights",
+    "prefetch",
     "preload",
     "preserve_content_color",
     "read_metadata",

@@ -444,7 +444,11 @@ def test_zero_gpu_wraps_the_gpu_work_only_on_zero_gpu():
         return 1
 
     assert demo.zero_gpu(work, FakeSpaces, {"SPACES_ZERO_GPU": "true"}) == ("wrapped", work)
-    assert calls == [demo.ZERO_GPU_SECONDS]
+    assert calls == [demo.gpu_seconds]  # asked per request, from the method's own estimate
+    context = pipelines.StudioContext(device="cpu")
+    short = demo.gpu_seconds(pipelines.StyleRequest("c.png", "s.png", method="artfusion", steps=10), context)
+    long = demo.gpu_seconds(pipelines.StyleRequest("c.png", "s.png", method="inst", steps=200), context)
+    assert 0 < short < long
     assert demo.zero_gpu(work, FakeSpaces, {}) is work
     assert demo.zero_gpu(work, None, {"SPACES_ZERO_GPU": "true"}) is work
 
@@ -566,3 +570,35 @@ def test_the_docker_command_starts_the_app_and_the_healthcheck_route_answers(tmp
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_the_download_function_fills_the_caches_once_and_reports_each_method(monkeypatch, tmp_path):
+    """`modal run modal_app.py::download`: every method's weights fetched without loading; a missing one is
+    reported and the others still come."""
+    import modal_app
+
+    fetched = []
+
+    class Prefetching(pipelines.StyleMethod):
+        name = "prefetch-test"
+        label = description = strength_mapping = "test"
+
+        def default_weights(self):
+            return "someone/weights"
+
+        def prefetch(self, weights, context):
+            fetched.append((weights, context.cache_dir))
+
+        def load(self, weights, device, dtype, context):
+            return None
+
+        def generate(self, model, inputs, context):
+            return inputs.content
+
+    monkeypatch.setattr(method_module, "_REGISTRY", dict(method_module._REGISTRY))
+    pipelines.register_method(Prefetching())
+    monkeypatch.setenv("STYLE_STUDIO_CACHE", str(tmp_path))
+    report = modal_app.download.local("prefetch-test,artfusion")
+    assert fetched == [("someone/weights", tmp_path)]
+    assert report[0] == "prefetch-test: someone/weights"
+    assert report[1].startswith("artfusion: failed:") and "STYLE_STUDIO_WEIGHTS" in report[1]  # offline here

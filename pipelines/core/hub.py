@@ -76,3 +76,21 @@ def hub_file_available(repo_id: str, filename: str) -> bool:
         return hub_reachable() and file_exists(repo_id, filename)
     except Exception:  # a malformed id, a gated repo without a token, a network hiccup: not available
         return False
+
+
+def prefetch_snapshot(name: str, allow_patterns: list[str] | None = None) -> str:
+    """A local folder for ``name`` (a folder as is, or a Hub repo downloaded into the Hugging Face cache once)."""
+    from pathlib import Path
+
+    from huggingface_hub import snapshot_download
+
+    from pipelines.core.errors import MethodUnavailableError
+
+    if Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser())
+    online = hub_reachable()
+    try:
+        return snapshot_download(name, allow_patterns=allow_patterns, local_files_only=not online)
+    except Exception as exc:
+        reason = offline_reason() if not online else f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        raise MethodUnavailableError(f"Could not download {name}: {reason}.") from None

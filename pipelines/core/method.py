@@ -187,6 +187,16 @@ class StyleMethod(ABC):
         """Cheap checks that need no model (e.g. a learned style exists), run before anything is loaded."""
         return None
 
+    def gpu_seconds(self, steps: int) -> int:
+        """GPU time to ask for one picture of ``steps`` steps on a shared GPU (a ZeroGPU Space): generous, since a
+        call past it is cut off, but short requests are served first. Loading is not included (done once)."""
+        return 20 + steps
+
+    def prefetch(self, weights: str, context: Any) -> None:
+        """Download the weights into the caches without loading them (``modal run modal_app.py::download`` fills
+        the Volume this way, so no container downloads at start). Nothing to do for bundled weights."""
+        return None
+
     def weights_reachable(self, weights: str) -> bool:
         """Whether ``weights`` can be had here now (a local copy, the Hugging Face cache, or the Hub with the token
         this machine has), asked quickly and without downloading; used to choose a default method that can run."""

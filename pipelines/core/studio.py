@@ -228,6 +228,16 @@ def preload(method: str | None = None, *, context: StudioContext | None = None) 
     return key
 
 
+def prefetch(method: str, *, context: StudioContext | None = None) -> str:
+    """Download a method's weights into the caches without loading them; returns the weights it fetched."""
+    context = context or default_context()
+    chosen = get_method(method)
+    weights = context.weights_for(chosen.name) or chosen.default_weights()
+    chosen.check_weights(weights)
+    chosen.prefetch(weights, context)
+    return weights
+
+
 def loaded_model(method: str, context: StudioContext) -> tuple[Any, PipelineKey]:
     """A method's loaded model from the context's cache (loading it once), for work other than stylizing
     (e.g. learning a style)."""

@@ -21,6 +21,7 @@ DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
 SEPARATOR = "::"  # weights = "<SD 1.x repo or folder>::<CLIP image encoder repo or folder>"
 FADE_IN_BELOW = 0.1
 MAX_STRENGTH = 0.99
+SD_PARTS = ("vae", "text_encoder", "tokenizer", "unet", "scheduler")  # what InSTPipeline.from_parts reads
 FIX = WeightsFix(
     "inst",
     f"SD_FOLDER{SEPARATOR}CLIP_FOLDER",
@@ -152,6 +153,14 @@ class InSTMethod(StyleMethod):
                 + (f"; in the library: {known})." if known else "). The library is empty: learn a style first.")
             )
         library.get(name)  # a clear error naming the styles that exist
+
+    def prefetch(self, weights: str, context: Any) -> None:
+        from pipelines.core.hub import prefetch_snapshot
+
+        base, clip = split_weights(weights)
+        model_files = ["*.json", "*.txt", "*.safetensors"]
+        prefetch_snapshot(base, [f"{part}/{pattern}" for part in SD_PARTS for pattern in model_files])
+        prefetch_snapshot(clip, model_files)
 
     def weights_reachable(self, weights: str) -> bool:
         from pipelines.core.hub import hub_file_available
