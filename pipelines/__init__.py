@@ -70,10 +70,12 @@ from pipelines.inst.library import StyleEntry, StyleLibrary
 from pipelines.inst.method import InSTMethod
 from pipelines.inst.presets import DEFAULT_RESOLUTION as LEARN_RESOLUTION
 from pipelines.inst.presets import PRESETS as LEARN_PRESETS
+from pipelines.styleid.method import StyleIDMethod
 
 register_method(FastMethod())
 register_method(ArtFusionMethod())
 register_method(InSTMethod())
+register_method(StyleIDMethod())
 
 
 def read_metadata(source) -> ResultMetadata:  # noqa: ANN001 (a path or bytes, as read_png_metadata)
@@ -122,6 +124,7 @@ __all__ = [
     "StudioContext",
     "StudioError",
     "StyleEntry",
+    "StyleIDMethod",
     "StyleLibrary",
     "StyleMethod",
     "StyleRequest",
