@@ -20,6 +20,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 "$PYTHON" -m bench.artfusion --device cuda --size 512 --steps 50 --dtype bfloat16 --repeats 5 --compile on
 # InST at full SD 1.x shapes: apply at 512 px, learning steps/s of both presets.
 "$PYTHON" -m bench.inst --full --device cuda --dtype bfloat16 --size 512
+# StyleID at SD 1.5 shapes (random weights), 512 px, 50 steps: end to end, a second photo in a remembered style.
+"$PYTHON" -m bench.styleid --full --device cuda --dtype bfloat16 --size 512 --steps 50 --repeats 5
 # Large pictures: 2048 px must fit a 24 GB card.
 "$PYTHON" -m bench.large --device cuda --dtype bfloat16 --sides 1024 2048 --steps 25
 # Cold start (a fresh process to the first image, full-size weights on local disk) and the side-by-side table.
