@@ -70,12 +70,14 @@ from pipelines.inst.library import StyleEntry, StyleLibrary
 from pipelines.inst.method import InSTMethod
 from pipelines.inst.presets import DEFAULT_RESOLUTION as LEARN_RESOLUTION
 from pipelines.inst.presets import PRESETS as LEARN_PRESETS
+from pipelines.instantstyle.method import InstantStyleMethod
 from pipelines.styleid.method import StyleIDMethod
 
 register_method(FastMethod())
 register_method(ArtFusionMethod())
 register_method(InSTMethod())
 register_method(StyleIDMethod())
+register_method(InstantStyleMethod())
 
 
 def read_metadata(source) -> ResultMetadata:  # noqa: ANN001 (a path or bytes, as read_png_metadata)
@@ -107,6 +109,7 @@ __all__ = [
     "FastMethod",
     "GenerationCancelled",
     "ImageInputError",
+    "InstantStyleMethod",
     "InvalidRequestError",
     "LearnEvent",
     "LearningRun",
