@@ -29,6 +29,7 @@ from pipelines.artfusion.unet import ArtFusionUNet
 from pipelines.core.checkpoints import load_checkpoint
 from pipelines.core.compiling import mark_step_begin
 from pipelines.core.memo import Memo, array_digest
+from pipelines.core.pipeline_mixins import InterruptibleMixin, check_output_type
 
 ImageInput = PIL.Image.Image | np.ndarray | torch.Tensor | list[PIL.Image.Image]
 SIZE_MULTIPLE = 32  # VAE downsamples by 16 and the UNet once more by 2
@@ -55,7 +56,7 @@ class ArtFusionPipelineOutput(BaseOutput):
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
 
 
-class ArtFusionPipeline(DiffusionPipeline):
+class ArtFusionPipeline(InterruptibleMixin, DiffusionPipeline):
     r"""Arbitrary style transfer with ArtFusion (Chen 2023, arXiv 2306.09330).
 
     Components: ``unet`` (ArtFusionUNet, holds the null style), ``vae`` (KL-f16 ``AutoencoderKL`` whose
@@ -238,19 +239,12 @@ class ArtFusionPipeline(DiffusionPipeline):
             raise ValueError(f"eta must be in [0, 1], got {eta}")
         if init_noise not in ("gaussian", "uniform"):
             raise ValueError(f"init_noise must be 'gaussian' or 'uniform', got {init_noise!r}")
-        if output_type not in ("pil", "np", "pt", "latent"):
-            raise ValueError(f"output_type must be pil, np, pt or latent, got {output_type!r}")
+        check_output_type(output_type)
         unknown = set(callback_on_step_end_tensor_inputs) - set(tensor_inputs)
         if unknown:
             raise ValueError(f"callback_on_step_end_tensor_inputs may only name {tensor_inputs}, not {sorted(unknown)}")
 
     # ---- the call ----------------------------------------------------------------------------------------
-
-    @property
-    def interrupt(self) -> bool:
-        """Set ``pipe._interrupt = True`` from ``callback_on_step_end`` to stop the denoising loop (diffusers'
-        convention); each call starts uninterrupted."""
-        return getattr(self, "_interrupt", False)
 
     @torch.no_grad()
     def __call__(

@@ -27,6 +27,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
 
+from pipelines.core.pipeline_mixins import InterruptibleMixin
 from pipelines.inst.mapper import StyleMapper
 
 PLACEHOLDER = "*"
@@ -91,7 +92,7 @@ def adain(content: torch.Tensor, style: torch.Tensor, eps: float = 1e-5) -> torc
     return (content - c_mean) / c_std * s_std + s_mean
 
 
-class InSTPipeline(DiffusionPipeline):
+class InSTPipeline(InterruptibleMixin, DiffusionPipeline):
     r"""Stable Diffusion 1.x + a CLIP image encoder + an InST style mapper.
 
     Components: ``vae``, ``text_encoder``, ``tokenizer``, ``unet``, ``scheduler`` (DDIM, SD config) from any SD 1.x
@@ -213,12 +214,6 @@ class InSTPipeline(DiffusionPipeline):
         decode_steps = int(strength * num_inference_steps)  # int() truncates, as the original does
         timesteps = self.scheduler.timesteps[num_inference_steps - decode_steps :]
         return int(strength * self.scheduler.config.num_train_timesteps), timesteps
-
-    @property
-    def interrupt(self) -> bool:
-        """Set ``pipe._interrupt = True`` from ``callback_on_step_end`` to stop the denoising loop (diffusers'
-        convention); each call starts uninterrupted."""
-        return getattr(self, "_interrupt", False)
 
     @torch.no_grad()
     def __call__(

@@ -49,6 +49,7 @@ from transformers import (
     CLIPVisionModelWithProjection,
 )
 
+from pipelines.core.pipeline_mixins import InterruptibleMixin, check_output_type
 from pipelines.instantstyle.weights import (
     DEFAULT_CONTROLNET,
     DEFAULT_IMAGE_ENCODER,
@@ -262,7 +263,7 @@ class InstantStyleConditioning:
         return torch.cat([uncond, cond]) if self.do_classifier_free_guidance else cond
 
 
-class InstantStylePipeline(DiffusionPipeline, IPAdapterMixin):
+class InstantStylePipeline(InterruptibleMixin, DiffusionPipeline, IPAdapterMixin):
     r"""InstantStyle (Wang et al. 2024, arXiv 2404.02733) on SDXL with diffusers' IP-Adapter.
 
     Components: the SDXL ones (``vae``, ``text_encoder``, ``text_encoder_2``, ``tokenizer``, ``tokenizer_2``,
@@ -673,19 +674,12 @@ class InstantStylePipeline(DiffusionPipeline, IPAdapterMixin):
                 raise ValueError(f"{name} must be finite, got {value}")
         if style_scale < 0 or controlnet_conditioning_scale < 0:
             raise ValueError("style_scale and controlnet_conditioning_scale must not be negative")
-        if output_type not in ("pil", "np", "pt", "latent"):
-            raise ValueError(f"output_type must be pil, np, pt or latent, got {output_type!r}")
+        check_output_type(output_type)
         unknown = set(callback_on_step_end_tensor_inputs) - set(tensor_inputs)
         if unknown:
             raise ValueError(f"callback_on_step_end_tensor_inputs may only name {tensor_inputs}, not {sorted(unknown)}")
 
     # ---- the call ----------------------------------------------------------------------------------------
-
-    @property
-    def interrupt(self) -> bool:
-        """Set ``pipe._interrupt = True`` from ``callback_on_step_end`` to stop the denoising loop (diffusers'
-        convention); each call starts uninterrupted."""
-        return getattr(self, "_interrupt", False)
 
     @torch.no_grad()
     def __call__(

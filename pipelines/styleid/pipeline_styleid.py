@@ -33,6 +33,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from pipelines.core.memo import Memo, array_digest
+from pipelines.core.pipeline_mixins import InterruptibleMixin, check_output_type
 
 ImageInput = PIL.Image.Image | np.ndarray | torch.Tensor
 Mode = Literal["original", "general"]
@@ -221,7 +222,9 @@ def centre_crop_square(image: PIL.Image.Image) -> PIL.Image.Image:
     return image.crop((left, top, left + side, top + side))
 
 
-class StyleIDPipeline(DiffusionPipeline):
+class StyleIDPipeline(InterruptibleMixin, DiffusionPipeline):
+    # ``interrupt`` (set from a callback): during the denoising loop it stops there; during an inversion it skips
+    # sampling.
     r"""StyleID (Chung, Hyun & Heo, CVPR 2024) on Stable Diffusion 1.x.
 
     Components: ``vae``, ``text_encoder``, ``tokenizer``, ``unet`` and ``scheduler`` of any SD 1.x model. The
@@ -483,12 +486,6 @@ class StyleIDPipeline(DiffusionPipeline):
 
     # ---- the three stages ----------------------------------------------------------------------------------
 
-    @property
-    def interrupt(self) -> bool:
-        """Set ``pipe._interrupt = True`` from a callback to stop (diffusers' convention): during the denoising
-        loop it stops there; during an inversion it skips sampling. Each call starts uninterrupted."""
-        return getattr(self, "_interrupt", False)
-
     @torch.no_grad()
     def invert(
         self,
@@ -672,8 +669,7 @@ class StyleIDPipeline(DiffusionPipeline):
             raise ValueError(f"injection_fraction must be in [0, 1], got {injection_fraction}")
         if mode not in ("original", "general"):
             raise ValueError(f"mode must be 'original' or 'general', got {mode!r}")
-        if output_type not in ("pil", "np", "pt", "latent"):
-            raise ValueError(f"output_type must be pil, np, pt or latent, got {output_type!r}")
+        check_output_type(output_type)
         unknown = set(callback_on_step_end_tensor_inputs) - set(tensor_inputs)
         if unknown:
             raise ValueError(f"callback_on_step_end_tensor_inputs may only name {tensor_inputs}, not {sorted(unknown)}")
