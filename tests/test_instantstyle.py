@@ -454,3 +454,28 @@ def test_missing_weights_fail_fast_with_a_fix(registered):
         pipelines.stylize(gradient_image(), gradient_image(seed=1), method="instantstyle", weights="nobody/no-sdxl",
                           device="cpu", steps=1)  # fmt: skip
     assert "HF_HUB_OFFLINE" in str(failure.value) and "instantstyle" in str(failure.value)
+
+
+def test_out_of_memory_advice_names_the_sdxl_resolution_not_the_max_side(monkeypatch):
+    """SDXL draws at its resolution option whatever the working size, so that is what the advice must lower."""
+    from pipelines.core import method as method_module
+    from pipelines.instantstyle.method import InstantStyleMethod
+
+    class RunsOutOfMemory(InstantStyleMethod):
+        def weights_reachable(self, weights):
+            return True
+
+        def check_weights(self, weights):
+            return None
+
+        def load(self, weights, device, dtype, context):
+            return object()
+
+        def generate(self, model, inputs, context):
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(method_module, "_REGISTRY", dict(method_module._REGISTRY))
+    pipelines.register_method(RunsOutOfMemory())
+    with pytest.raises(pipelines.OutOfMemoryError, match=r"SDXL resolution option \(e\.g\. 768 instead of 1024"):
+        pipelines.stylize(gradient_image(), gradient_image(seed=1), method="instantstyle", device="cpu",
+                          context=pipelines.StudioContext(device="cpu"))  # fmt: skip

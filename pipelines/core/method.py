@@ -187,6 +187,13 @@ class StyleMethod(ABC):
         """Cheap checks that need no model (e.g. a learned style exists), run before anything is loaded."""
         return None
 
+    def memory_advice(self, inputs: MethodInputs) -> str:
+        """What to change after running out of memory (the size this method's cost follows)."""
+        from pipelines.core.request import MIN_MAX_SIDE
+
+        smaller = max(MIN_MAX_SIDE, (max(inputs.content.size) * 3 // 4) // 64 * 64)
+        return f"Try a max side of {smaller} or less{', or fewer steps' if inputs.steps else ''}"
+
     def gpu_seconds(self, steps: int) -> int:
         """GPU time to ask for one picture of ``steps`` steps on a shared GPU (a ZeroGPU Space): generous, since a
         call past it is cut off, but short requests are served first. Loading is not included (done once)."""

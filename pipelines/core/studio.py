@@ -22,7 +22,7 @@ from pipelines.core.device import describe_device, resolve_device
 from pipelines.core.errors import GenerationCancelled, InvalidRequestError, MethodUnavailableError, OutOfMemoryError
 from pipelines.core.images import ImageSource, fade_in_style, image_digest, load_image, preserve_content_color
 from pipelines.core.method import MethodInputs, ProgressCallback, StyleMethod, default_method_name, get_method
-from pipelines.core.request import MAX_SEED, MIN_MAX_SIDE, StyleRequest, check_int
+from pipelines.core.request import MAX_SEED, StyleRequest, check_int
 from pipelines.core.result import ResultMetadata, StyleResult, Timings
 
 logger = logging.getLogger(__name__)
@@ -161,11 +161,9 @@ def _generate(method: StyleMethod, model: Any, inputs: MethodInputs, context: St
             raise
         free_accelerator_memory()
         content = inputs.content
-        smaller = max(MIN_MAX_SIDE, (max(content.size) * 3 // 4) // 64 * 64)
         raise OutOfMemoryError(
             f"The {inputs.device} ran out of memory for the {method.name} method at {content.width}×{content.height}. "
-            f"Try a max side of {smaller} or less{', or fewer steps' if inputs.steps else ''}; "
-            "the studio is ready again."
+            f"{method.memory_advice(inputs)}; the studio is ready again."
         ) from None
     if inputs.cancelled:
         raise GenerationCancelled("Cancelled; your previous result and inputs are unchanged.")

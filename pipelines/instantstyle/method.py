@@ -270,6 +270,12 @@ class InstantStyleMethod(StyleMethod):
     def load(self, weights: str, device: str, dtype: str, context: Any) -> Any:
         return load_instantstyle_pipeline(weights, device, dtype)
 
+    def memory_advice(self, inputs: MethodInputs) -> str:
+        """SDXL draws at the ``resolution`` option, whatever the working size: that is what to lower."""
+        resolution = inputs.options.get("resolution", DEFAULT_RESOLUTION)
+        smaller = max(512, resolution * 3 // 4 // 64 * 64)
+        return f"Try a lower SDXL resolution option (e.g. {smaller} instead of {resolution}; the max side won't help)"
+
     def generate(self, model: Any, inputs: MethodInputs, context: Any) -> Image.Image:
         options = inputs.options
         knobs = strength_knobs(inputs.strength)
