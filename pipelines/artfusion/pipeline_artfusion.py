@@ -409,15 +409,8 @@ class ArtFusionPipeline(InterruptibleMixin, DiffusionPipeline):
                 step = self.scheduler.step(noise_pred, t, latents, eta=eta, generator=generator)
                 latents, pred_original_sample = step.prev_sample, step.pred_original_sample
 
-                if callback_on_step_end is not None:
-                    values = {
-                        "latents": latents,
-                        "noise_pred": noise_pred,
-                        "pred_original_sample": pred_original_sample,
-                    }
-                    callback_kwargs = {name: values[name] for name in callback_on_step_end_tensor_inputs}
-                    callback_outputs = callback_on_step_end(self, i, t, callback_kwargs)
-                    latents = callback_outputs.pop("latents", latents)
+                values = {"latents": latents, "noise_pred": noise_pred, "pred_original_sample": pred_original_sample}
+                latents = self.step_end(callback_on_step_end, i, t, callback_on_step_end_tensor_inputs, values)
                 progress_bar.update()
 
         # 7. Decode, back to the content's own size, and format

@@ -320,12 +320,8 @@ class InSTPipeline(InterruptibleMixin, DiffusionPipeline):
                 )
                 noise_pred = eps_uncond + guidance_scale * (eps_cond - eps_uncond)
                 latents = self.scheduler.step(noise_pred, t, latents, eta=0.0).prev_sample
-                if callback_on_step_end is not None:
-                    values = {"latents": latents, "noise_pred": noise_pred}
-                    outputs = callback_on_step_end(
-                        self, i, t, {k: values[k] for k in callback_on_step_end_tensor_inputs}
-                    )
-                    latents = outputs.pop("latents", latents)
+                values = {"latents": latents, "noise_pred": noise_pred}
+                latents = self.step_end(callback_on_step_end, i, t, callback_on_step_end_tensor_inputs, values)
                 progress_bar.update()
 
         # 6. Decode, back to the content's size

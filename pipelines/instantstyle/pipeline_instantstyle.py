@@ -781,12 +781,8 @@ class InstantStylePipeline(InterruptibleMixin, DiffusionPipeline, IPAdapterMixin
                 model_input = self.scale_model_input(latents, t, conditioning)
                 noise_pred = self.guide(self.predict_noise(model_input, t, conditioning), conditioning)
                 latents = self.scheduler.step(noise_pred, t, latents, generator=generator, return_dict=False)[0]
-                if callback_on_step_end is not None:
-                    values = {"latents": latents, "noise_pred": noise_pred}
-                    outputs = callback_on_step_end(
-                        self, i, t, {name: values[name] for name in callback_on_step_end_tensor_inputs}
-                    )
-                    latents = outputs.pop("latents", latents)
+                values = {"latents": latents, "noise_pred": noise_pred}
+                latents = self.step_end(callback_on_step_end, i, t, callback_on_step_end_tensor_inputs, values)
                 progress_bar.update()
 
         # 7. Decode and format

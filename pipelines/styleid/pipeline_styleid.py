@@ -591,12 +591,8 @@ class StyleIDPipeline(InterruptibleMixin, DiffusionPipeline):
                 attention.inject = self.injected_features(content, style, position, layers) if injected else None
                 noise_pred = self.unet(latents.to(unet_dtype), t, encoder_hidden_states=context).sample.float()
                 latents = self.scheduler.step(noise_pred, t, latents, eta=eta, generator=generator).prev_sample
-                if callback_on_step_end is not None:
-                    values = {"latents": latents, "noise_pred": noise_pred}
-                    outputs = callback_on_step_end(
-                        self, n, t, {name: values[name] for name in callback_on_step_end_tensor_inputs}
-                    )
-                    latents = outputs.pop("latents", latents)
+                values = {"latents": latents, "noise_pred": noise_pred}
+                latents = self.step_end(callback_on_step_end, n, t, callback_on_step_end_tensor_inputs, values)
                 progress_bar.update()
             attention.inject = None
         return latents
