@@ -89,7 +89,12 @@ def test_upload_generate_and_see_the_result(browser, running_app, content_path, 
     page.wait_for_function("() => !document.querySelector('#seed input').disabled", timeout=10_000)
     page.get_by_text("Advanced", exact=True).click()
     page.get_by_label("Content guidance scale").wait_for(timeout=10_000)
-    page.get_by_label("Style guidance scale").fill("3.5")
+    style_scale = page.get_by_label("Style guidance scale")
+    style_scale.fill("3.5")
+    style_scale.press("Tab")  # committed before Generate reads it (a race a loaded CI machine can lose)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('textarea, input')].some(e => e.value === '3.5')", timeout=10_000
+    )
     set_number(page, "#steps input[type=number]", 2)
     page.locator("#generate").click()
     wait_status(page, "artfusion", timeout=180_000)
