@@ -978,6 +978,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="where methods run: auto (default) = local CUDA, else Modal if configured, else this CPU",
     )
     parser.add_argument("--compile", nargs="?", const="on", default=None, metavar="MODE", help=pipelines.COMPILE_HELP)
+    parser.add_argument("--precision", choices=pipelines.PRECISIONS, default=None, help=pipelines.PRECISION_HELP)
     parser.add_argument(
         "--auth",
         action="append",
@@ -994,6 +995,7 @@ def context_from(args: argparse.Namespace) -> StudioContext:
         device=args.device,
         backend=args.backend,
         compile=args.compile,
+        precision=args.precision,
         library_dir=args.library,
         weights=pipelines.parse_weights(args.weights, "--weights"),
     )

@@ -70,7 +70,7 @@ def denoiser_flops(unet, batch: int, latent_hw: tuple[int, int]) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     meta = copy.deepcopy(unet).to("meta")
-    inputs = denoiser_inputs(meta, batch, latent_hw, "meta", torch.float32)
+    inputs = denoiser_inputs(meta, batch, latent_hw, "meta", meta.dtype)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         meta(*inputs)
     return counter.get_total_flops()
@@ -83,7 +83,11 @@ def full_size_pipeline(device: str, dtype: str, compile_setting: str = "off") ->
     unet, vae, style_encoder, scheduler = build_components(KL16_CONTENT12)
     pipe = ArtFusionPipeline(unet.eval(), vae.eval(), style_encoder.eval(), scheduler)
     if dtype != "float32":
-        pipe = pipe.to(dtype=getattr(torch, dtype))
+        for model in (pipe.unet, pipe.vae, pipe.style_encoder):  # as from_pretrained(dtype=...) loads them
+            keep = getattr(model, "_keep_in_fp32_modules", None) or []
+            for name, parameter in model.named_parameters():
+                if not any(part in name for part in keep):
+                    parameter.data = parameter.data.to(getattr(torch, dtype))
     return configure_for_device(pipe, device, compile_setting)
 
 

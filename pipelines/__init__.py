@@ -21,7 +21,14 @@ from pipelines.core.context import (
     parse_weights,
     set_default_context,
 )
-from pipelines.core.device import DEVICE_CHOICES, check_device_name, cuda_available, resolve_device
+from pipelines.core.device import (
+    DEVICE_CHOICES,
+    PRECISION_HELP,
+    PRECISIONS,
+    check_device_name,
+    cuda_available,
+    resolve_device,
+)
 from pipelines.core.errors import (
     FRONT_ENDS,
     GenerationCancelled,
@@ -100,6 +107,8 @@ __all__ = [
     "COMPILE_MODES",
     "DEFAULT_MAX_SIDE",
     "DEVICE_CHOICES",
+    "PRECISIONS",
+    "PRECISION_HELP",
     "FRONT_ENDS",
     "LEARN_PRESETS",
     "LEARN_RESOLUTION",

@@ -1,7 +1,8 @@
 """Command line: ``python -m pipelines stylize --content A.jpg --style B.jpg -o output.png``.
 
 The ``stylize`` flags are generated from the request schema (``pipelines.REQUEST_PARAMETERS``); the settings
-flags (``--device``, ``--weights``, ``--compile``, ``--backend``, ``--library``) build the ``StudioContext``.
+flags (``--device``, ``--weights``, ``--compile``, ``--precision``, ``--backend``, ``--library``) build the
+``StudioContext``.
 Bad input exits with status 2 and one line saying what was wrong; an internal failure exits with 1.
 """
 
@@ -80,6 +81,7 @@ def add_context_arguments(parser: argparse.ArgumentParser, *, compile_flag: bool
         parser.add_argument(
             "--compile", nargs="?", const="on", default=None, metavar="MODE", help=pipelines.COMPILE_HELP
         )
+    parser.add_argument("--precision", choices=pipelines.PRECISIONS, default=None, help=pipelines.PRECISION_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,6 +157,7 @@ def context_from(args: argparse.Namespace, method: str | None = None) -> pipelin
         backend=getattr(args, "backend", None),
         default_backend="local",
         compile=getattr(args, "compile", None),
+        precision=getattr(args, "precision", None),
         library_dir=getattr(args, "library", None),
         weights=weights,
     )

@@ -236,8 +236,35 @@ def test_studio_strength_zero_is_the_content_and_bad_options_are_clear(saved):
 def test_artfusion_is_the_default_only_where_cuda_is():
     assert pipelines.default_method_name("cuda") == "artfusion"
     assert pipelines.default_method_name("cpu") == "fast"
-    assert pipelines.get_method("artfusion").dtype_for("cuda") == "bfloat16"
-    assert pipelines.get_method("artfusion").dtype_for("cpu") == "float32"
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_artfusion_runs_bfloat16_on_cuda_and_on_cpus_that_compute_it_natively(monkeypatch, native):
+    from pipelines.core import device as device_module
+
+    monkeypatch.setattr(device_module, "cpu_has_native_bfloat16", lambda: native)
+    method = pipelines.get_method("artfusion")
+    assert method.dtype_for("cuda") == "bfloat16"
+    assert method.dtype_for("cpu") == ("bfloat16" if native else "float32")
+    assert method.dtype_for("mps") == "float32"
+    assert method.dtype_for("cpu", "float32") == "float32"  # the user's exact choice wins
+    assert method.dtype_for("cuda", "float32") == "float32"
+    # only ArtFusion measured bfloat16 worth it on a CPU (bench.artfusion); the others stay exact there
+    assert pipelines.get_method("styleid").dtype_for("cpu") == "float32"
+
+
+def test_precision_setting_reaches_the_loaded_pipeline_and_the_metadata(saved):
+    content = gradient_image()
+    context = pipelines.StudioContext(device="cpu", precision="bfloat16", weights={"artfusion": str(saved)})
+    exact = pipelines.StudioContext(device="cpu", precision="float32", weights={"artfusion": str(saved)})
+    fast = pipelines.stylize(content, content, method="artfusion", steps=2, seed=1, context=context)
+    reference = pipelines.stylize(content, content, method="artfusion", steps=2, seed=1, context=exact)
+    assert fast.metadata.dtype == "bfloat16" and reference.metadata.dtype == "float32"
+    difference = np.abs(np.asarray(fast.image, float) - np.asarray(reference.image, float))
+    assert 0 < difference.mean() < 8  # bfloat16 changes the numbers a little, not the picture
+    with pytest.raises(pipelines.InvalidRequestError, match="Unknown precision 'half'"):
+        pipelines.StudioContext(precision="half")
+    assert pipelines.StudioContext.from_environment({"STYLE_STUDIO_PRECISION": "float32"}).precision == "float32"
 
 
 def test_missing_default_weights_give_the_clear_error_through_the_studio():

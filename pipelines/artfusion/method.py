@@ -21,6 +21,7 @@ from typing import Any
 from PIL import Image
 
 from pipelines.core.compiling import compile_denoiser, compile_mode
+from pipelines.core.device import diffusion_dtype
 from pipelines.core.method import MethodInputs, OptionSpec, StepsSpec, StyleMethod
 
 logger = logging.getLogger(__name__)
@@ -145,8 +146,8 @@ class ArtFusionMethod(StyleMethod):
 
         check_local_weights(weights)
 
-    def dtype_for(self, device: str) -> str:
-        return "bfloat16" if device.startswith("cuda") else "float32"
+    def dtype_for(self, device: str, precision: str = "auto") -> str:
+        return diffusion_dtype(device, precision, bfloat16_on_cpu=True)
 
     def prefers(self, device: str) -> bool:
         return device.startswith("cuda")  # on a CPU the fast engine stays the default

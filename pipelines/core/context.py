@@ -22,6 +22,7 @@ from typing import Any
 from pipelines.core.availability import Availability
 from pipelines.core.cache import PipelineCache
 from pipelines.core.compiling import check_compile_setting
+from pipelines.core.device import check_precision
 from pipelines.core.errors import InvalidRequestError
 
 BACKENDS = ("auto", "local", "modal")
@@ -39,6 +40,8 @@ class StudioContext:
         cache_dir: the studio's own files (converted weights).
         library_dir: the InST style library.
         compile: ``off``, ``on`` or a torch.compile mode, for the diffusion denoisers.
+        precision: ``auto``, ``float32`` or ``bfloat16``: the diffusion models' number format
+            (``pipelines.core.device.diffusion_dtype``).
         modal_configured: whether Modal credentials exist (decides ``auto`` and whether the UI offers Modal).
     """
 
@@ -48,6 +51,7 @@ class StudioContext:
     cache_dir: Path = field(default_factory=lambda: Path.home() / ".cache" / "style-studio")
     library_dir: Path | None = None  # None: cache_dir / "styles"
     compile: str = "off"
+    precision: str = "auto"
     modal_configured: bool = False
     pipelines: PipelineCache = field(default_factory=PipelineCache, compare=False, repr=False)
     availability: Availability = field(default_factory=Availability, compare=False, repr=False)
@@ -56,6 +60,7 @@ class StudioContext:
         if self.backend not in ("local", "modal"):
             raise InvalidRequestError(f"Unknown backend {self.backend!r}: use auto, local or modal.")
         object.__setattr__(self, "compile", check_compile_setting(self.compile))
+        object.__setattr__(self, "precision", check_precision(self.precision))
         object.__setattr__(self, "weights", dict(self.weights))
         object.__setattr__(self, "cache_dir", Path(self.cache_dir).expanduser())
         if self.library_dir is not None:
@@ -88,7 +93,8 @@ class StudioContext:
         """The context for a front end: its ``flags`` (``None`` = not given) over the environment's settings.
 
         Environment: ``STYLE_STUDIO_CACHE`` (else ``$XDG_CACHE_HOME/style-studio``, else ``~/.cache/style-studio``),
-        ``STYLE_STUDIO_LIBRARY``, ``STYLE_STUDIO_COMPILE``, ``STYLE_STUDIO_DEVICE``, ``STYLE_STUDIO_BACKEND``,
+        ``STYLE_STUDIO_LIBRARY``, ``STYLE_STUDIO_COMPILE``, ``STYLE_STUDIO_PRECISION``, ``STYLE_STUDIO_DEVICE``,
+        ``STYLE_STUDIO_BACKEND``,
         ``STYLE_STUDIO_WEIGHTS`` (``method=location`` pairs separated by commas), and Modal's credentials
         (``MODAL_TOKEN_ID`` + ``MODAL_TOKEN_SECRET``, or ``MODAL_CONFIG_PATH`` / ``~/.modal.toml``).
         ``cuda``: whether this machine has CUDA (probed when ``backend`` is ``auto`` and it is not given).
@@ -107,6 +113,7 @@ class StudioContext:
             "cache_dir": cache_dir,
             "library_dir": env.get("STYLE_STUDIO_LIBRARY") or None,
             "compile": env.get("STYLE_STUDIO_COMPILE") or "off",
+            "precision": env.get("STYLE_STUDIO_PRECISION") or "auto",
         }
         settings.update({name: value for name, value in flags.items() if value is not None})
         backend = settings["backend"]

@@ -66,6 +66,44 @@ def resolve_device(requested: str = "auto") -> str:
     return requested
 
 
+PRECISIONS = ("auto", "float32", "bfloat16")
+PRECISION_HELP = (
+    "number format of the diffusion models: auto (default: bfloat16 on CUDA, and on CPUs with native bfloat16 "
+    "arithmetic for ArtFusion), float32 (exact, slower) or bfloat16"
+)
+
+
+def check_precision(value: str | None) -> str:
+    setting = (value or "auto").strip().lower()
+    if setting not in PRECISIONS:
+        raise InvalidRequestError(f"Unknown precision {value!r}: use {', '.join(PRECISIONS)}.")
+    return setting
+
+
+def cpu_has_native_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX): twice float32's arithmetic rate."""
+    torch = _torch()
+    if torch is None:
+        return False
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def diffusion_dtype(device: str, precision: str = "auto", *, bfloat16_on_cpu: bool = False) -> str:
+    """The dtype name a diffusion model runs in on ``device`` under the ``precision`` setting.
+
+    ``auto``: bfloat16 on CUDA; on a CPU bfloat16 only where the method measured it worth it
+    (``bfloat16_on_cpu``) and the CPU computes it natively (otherwise it is emulated and slower); else float32.
+    """
+    precision = check_precision(precision)
+    if precision != "auto":
+        return precision
+    if device.startswith("cuda"):
+        return "bfloat16"
+    if device == "cpu" and bfloat16_on_cpu and cpu_has_native_bfloat16():
+        return "bfloat16"
+    return "float32"
+
+
 def describe_device(device: str) -> str:
     """A human-readable name for result metadata, e.g. ``cuda:0 (NVIDIA H100 80GB HBM3)``."""
     if device.startswith("cuda") and cuda_available():

@@ -152,7 +152,8 @@ class StyleMethod(ABC):
         """How a person points this method at their own weights (front ends spell it with their own flag)."""
         return None
 
-    def dtype_for(self, device: str) -> str:
+    def dtype_for(self, device: str, precision: str = "auto") -> str:
+        """The dtype name the method's models run in on ``device`` under the context's ``precision``."""
         return "float32"
 
     def supported_devices(self) -> tuple[str, ...]:

@@ -212,7 +212,7 @@ def pipeline_key(method: StyleMethod, context: StudioContext, device: str) -> Pi
     """The cache key of ``method`` in ``context``; weights that cannot exist (a missing local path) fail here."""
     weights = context.weights_for(method.name) or method.default_weights()
     method.check_weights(weights)
-    return PipelineKey(method.name, weights, device, method.dtype_for(device), context.compile)
+    return PipelineKey(method.name, weights, device, method.dtype_for(device, context.precision), context.compile)
 
 
 def preload(method: str | None = None, *, context: StudioContext | None = None) -> PipelineKey:

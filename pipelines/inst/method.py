@@ -13,6 +13,7 @@ from typing import Any
 
 from PIL import Image
 
+from pipelines.core.device import diffusion_dtype
 from pipelines.core.errors import MethodUnavailableError, WeightsFix
 from pipelines.core.method import MethodInputs, OptionSpec, StepsSpec, StyleMethod
 
@@ -136,8 +137,8 @@ class InSTMethod(StyleMethod):
     def weights_fix(self) -> WeightsFix:
         return FIX
 
-    def dtype_for(self, device: str) -> str:
-        return "bfloat16" if device.startswith("cuda") else "float32"
+    def dtype_for(self, device: str, precision: str = "auto") -> str:
+        return diffusion_dtype(device, precision)
 
     def prefers(self, device: str) -> bool:
         return False  # never the default: it needs a learned style first

@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 from PIL import Image
 
+from pipelines.core.device import diffusion_dtype
 from pipelines.core.errors import MethodUnavailableError, WeightsFix
 from pipelines.core.method import MethodInputs, OptionSpec, StepsSpec, StyleMethod
 from pipelines.instantstyle.weights import (
@@ -203,9 +204,9 @@ class InstantStyleMethod(StyleMethod):
     def weights_fix(self) -> WeightsFix:
         return FIX
 
-    def dtype_for(self, device: str) -> str:
-        if not device.startswith("cuda"):
-            return "float32"
+    def dtype_for(self, device: str, precision: str = "auto") -> str:
+        if precision != "auto" or not device.startswith("cuda"):
+            return diffusion_dtype(device, precision)
         import torch
 
         return cuda_dtype(torch.cuda.is_available() and torch.cuda.is_bf16_supported())

@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 
 from PIL import Image
 
+from pipelines.core.device import diffusion_dtype
 from pipelines.core.errors import MethodUnavailableError, WeightsFix
 from pipelines.core.method import MethodInputs, OptionSpec, StepsSpec, StyleMethod
 
@@ -168,8 +169,8 @@ class StyleIDMethod(StyleMethod):
     def weights_fix(self) -> WeightsFix:
         return FIX
 
-    def dtype_for(self, device: str) -> str:
-        return "bfloat16" if device.startswith("cuda") else "float32"
+    def dtype_for(self, device: str, precision: str = "auto") -> str:
+        return diffusion_dtype(device, precision)
 
     def prefers(self, device: str) -> bool:
         return device.startswith("cuda")  # two inversions and a sampling pass: too slow to be a CPU default
