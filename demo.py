@@ -18,6 +18,7 @@ import argparse
 import inspect
 import logging
 import os
+import queue
 import shutil
 import sysconfig
 import tempfile
@@ -54,6 +55,8 @@ IMAGE_SOURCES = {"content": ["upload", "clipboard", "webcam"], "style": ["upload
 NO_STEPS = "Not used by this method (it has no diffusion steps)."
 NO_SEED = "Not used by this method (it gives the same picture every time)."
 SEED_INFO = "The same seed and settings give the same picture."
+BROWSER_VIDEO = (".mp4", ".webm", ".gif")  # the output formats a browser plays
+VIDEO_UPDATE_S = 0.5  # the page's video status is refreshed at most this often
 UPLOAD_CHECK = {"preprocess": False, "queue": False, "api_visibility": "private"}  # raw upload, checked at once
 
 
@@ -94,6 +97,38 @@ class StylizeTab:
     option_groups: dict[str, gr.Group] = field(default_factory=dict)
     option_inputs: dict[tuple[str, str], Any] = field(default_factory=dict)  # (method, option) → widget
     option_previews: list[tuple[pipelines.OptionSpec, Any, Any]] = field(default_factory=list)
+    batch: BatchPanel | None = None
+
+
+@dataclass
+class VideoTab:
+    """The Video tab's components."""
+
+    video: gr.Video
+    style: gr.Image
+    request: dict[str, Any]  # the request's parameters a video takes (generated from the schema)
+    video_settings: dict[str, Any]  # the video's own parameters (``pipelines.VIDEO_PARAMETERS``)
+    output_format: gr.Radio
+    random_seed: gr.Checkbox
+    estimate: gr.Button
+    start: gr.Button
+    cancel: gr.Button
+    status: gr.Markdown
+    preview: gr.Image
+    result: gr.Video
+    result_gif: gr.Image
+    download: gr.DownloadButton
+
+
+@dataclass
+class BatchPanel:
+    """Many content pictures at once, in the Stylize tab (same style and settings)."""
+
+    files: gr.File
+    start: gr.Button
+    status: gr.Markdown
+    gallery: gr.Gallery
+    download: gr.DownloadButton
 
 
 @dataclass
@@ -130,8 +165,9 @@ def _method_help(name: str, context: StudioContext) -> str:
     return text
 
 
-def _request_control(param: pipelines.Parameter, default_method: str, context: StudioContext) -> Any:
-    """A widget for one declared request parameter (the page never hard-codes the request's fields)."""
+def _request_control(param: pipelines.Parameter, default_method: str, context: StudioContext, prefix: str = "") -> Any:
+    """A widget for one declared request parameter (the page never hard-codes the request's fields); ``prefix``
+    keeps element ids apart where a second tab shows the same parameter."""
     if param.kind == "image":
         return gr.Image(
             label=param.label,
@@ -139,17 +175,17 @@ def _request_control(param: pipelines.Parameter, default_method: str, context: S
             image_mode=None,
             height=280,
             sources=IMAGE_SOURCES.get(param.name, ["upload", "clipboard"]),
-            elem_id=f"{param.name}-image",
+            elem_id=f"{prefix}{param.name}-image",
         )
     if param.kind == "method":
-        return gr.Dropdown(_method_choices(context), value=default_method, label=param.label, elem_id="method")
+        return gr.Dropdown(_method_choices(context), value=default_method, label=param.label, elem_id=f"{prefix}method")
     if param.kind == "bool":
         return gr.Checkbox(bool(param.default), label=param.label, info=param.help.capitalize() + ".")
     if param.name == "steps":
-        return _steps_slider(default_method)
+        return _steps_slider(default_method, prefix)
     if param.step is None:  # a wide integer range (the seed): a number box
         return gr.Number(
-            0, label=param.label, precision=0, minimum=param.minimum, maximum=param.maximum, elem_id=param.name
+            0, label=param.label, precision=0, minimum=param.minimum, maximum=param.maximum, elem_id=prefix + param.name
         )
     return gr.Slider(
         param.minimum,
@@ -159,11 +195,11 @@ def _request_control(param: pipelines.Parameter, default_method: str, context: S
         precision=0 if param.kind == "int" else None,
         label=param.label,
         info=param.help.capitalize() + ".",
-        elem_id=param.name.replace("_", "-"),
+        elem_id=prefix + param.name.replace("_", "-"),
     )
 
 
-def _steps_slider(method_name: str) -> gr.Slider:
+def _steps_slider(method_name: str, prefix: str = "") -> gr.Slider:
     spec = pipelines.get_method(method_name).steps
     return gr.Slider(
         spec.minimum if spec else 1,
@@ -172,7 +208,7 @@ def _steps_slider(method_name: str) -> gr.Slider:
         step=1,
         precision=0,
         label="Diffusion steps",
-        elem_id="steps",
+        elem_id=f"{prefix}steps",
         interactive=spec is not None,
         info=f"More steps: finer detail, slower. Default {spec.default}." if spec else NO_STEPS,
     )
@@ -225,10 +261,15 @@ def build_demo(context: StudioContext | None = None, default_method: str | None 
         _render_header()
         with gr.Tab("Stylize") as stylize_tab:
             stylize = _render_stylize_tab(context, default_method)
+        with gr.Tab("Video"):
+            video = _render_video_tab(context)
         with gr.Tab("Learn a style"):
             learn = _render_learn_tab()
         learning = LearnHandlers(learn, context)
-        _wire_stylize(demo, stylize, StylizeHandlers(stylize, context), context)
+        stylizing = StylizeHandlers(stylize, context)
+        _wire_stylize(demo, stylize, stylizing, context)
+        _wire_batch(stylize, stylizing)
+        _wire_video(demo, video, VideoHandlers(video, context))
         _wire_learn(learn, learning)
         _wire_live_choices(demo, stylize_tab, stylize, learning, context)
         _register_api(demo, context, default_method)
@@ -273,6 +314,7 @@ def _render_stylize_tab(context: StudioContext, default_method: str) -> StylizeT
             with gr.Row():
                 generate = gr.Button("Generate", variant="primary", elem_id="generate", scale=3)
                 cancel = gr.Button("Cancel", elem_id="cancel", scale=1)
+            batch = _render_batch_panel()
         with gr.Column(scale=5, min_width=320):
             status = gr.Markdown("Your result will appear here.", elem_id="status")
             comparison = gr.ImageSlider(
@@ -306,9 +348,73 @@ def _render_stylize_tab(context: StudioContext, default_method: str) -> StylizeT
             gallery,
             gr.State([]),
             run_on,
+            batch=batch,
         )
         _render_method_options(tab, context, default_method)
     return tab
+
+
+def _render_batch_panel() -> BatchPanel:
+    with gr.Accordion("Many photos at once", open=False, elem_id="batch"):
+        files = gr.File(
+            label="Content photos (the style and settings above apply to each)",
+            file_count="multiple",
+            file_types=["image"],
+            elem_id="batch-files",
+        )
+        start = gr.Button("Stylize all", elem_id="batch-start")
+        status = gr.Markdown("", elem_id="batch-status")
+        gallery = _thumbnails("batch-gallery", "Results", height=220)
+        download = gr.DownloadButton("Download all (ZIP)", interactive=False, elem_id="batch-download")
+    return BatchPanel(files, start, status, gallery, download)
+
+
+def _render_video_tab(context: StudioContext) -> VideoTab:
+    """The clip and the style on the left with the settings; the preview and the video on the right."""
+    method = "fast"  # frames per second matter most here; diffusion methods show their estimate first
+    shown = [p for p in pipelines.REQUEST_PARAMETERS if p.kind not in ("image", "options")]
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=5, min_width=320):
+            with gr.Row():
+                video = gr.Video(label="Video (MP4, MOV, MKV, WebM or GIF)", sources=["upload"], elem_id="video-in")
+                style = _request_control(pipelines.get_request_parameter("style"), method, context, "video-")
+            request = {p.name: _request_control(p, method, context, "video-") for p in shown if not p.advanced}
+            settings = {p.name: _request_control(p, method, context, "video-") for p in pipelines.VIDEO_PARAMETERS}
+            with gr.Accordion("Advanced", open=False):
+                request.update({p.name: _request_control(p, method, context, "video-") for p in shown if p.advanced})
+                random_seed = gr.Checkbox(True, label="Random seed", info="One seed serves every frame.")
+                output_format = gr.Radio(
+                    [(name[1:].upper(), name) for name in pipelines.VIDEO_OUTPUT_FORMATS if name in BROWSER_VIDEO],
+                    value=".mp4",
+                    label="Output format",
+                    info="MP4 (H.264) plays everywhere; WebM (VP9); GIF has no sound.",
+                )
+            with gr.Row():
+                estimate = gr.Button("Estimate time", elem_id="video-estimate", scale=1)
+                start = gr.Button("Stylize video", variant="primary", elem_id="video-start", scale=2)
+                cancel = gr.Button("Cancel", elem_id="video-cancel", scale=1)
+        with gr.Column(scale=5, min_width=320):
+            status = gr.Markdown("Cancel keeps the frames already made as a shorter video.", elem_id="video-status")
+            preview = gr.Image(label="First frame", interactive=False, height=240, elem_id="video-preview")
+            result = gr.Video(label="Stylized video", interactive=False, elem_id="video-result")
+            result_gif = gr.Image(label="Stylized GIF", interactive=False, visible=False, elem_id="video-gif")
+            download = gr.DownloadButton("Download video", interactive=False, elem_id="video-download")
+    return VideoTab(
+        video,
+        style,
+        request,
+        settings,
+        output_format,
+        random_seed,
+        estimate,
+        start,
+        cancel,
+        status,
+        preview,
+        result,
+        result_gif,
+        download,
+    )
 
 
 def _render_method_options(tab: StylizeTab, context: StudioContext, default_method: str) -> None:
@@ -527,25 +633,12 @@ class StylizeHandlers:
     def method_changed(self, name: str) -> dict:
         """Everything that follows the chosen method: help, steps range, seed, style picker, its options."""
         tab, method = self.tab, pipelines.get_method(name)
-        spec = method.steps
-        steps = (
-            gr.update(
-                minimum=spec.minimum,
-                maximum=spec.maximum,
-                value=spec.default,
-                interactive=True,
-                info=f"More steps: finer detail, slower. Default {spec.default}.",
-            )
-            if spec
-            else gr.update(minimum=1, maximum=100, value=1, interactive=False, info=NO_STEPS)
-        )
+        steps, seed, random_seed = _steps_and_seed(method)
         style_label = "Style" if method.uses_style_image else "Style (not used: InST applies a learned style, below)"
         return {
             tab.request["steps"]: steps,
-            tab.request["seed"]: gr.update(
-                interactive=method.uses_seed, info=SEED_INFO if method.uses_seed else NO_SEED
-            ),
-            tab.random_seed: gr.update(interactive=method.uses_seed),
+            tab.request["seed"]: seed,
+            tab.random_seed: random_seed,
             tab.request["style"]: gr.update(label=style_label),
             **{group: gr.update(visible=owner == name) for owner, group in tab.option_groups.items()},
             **self.method_state(name),
@@ -648,6 +741,247 @@ def _pick_preview(evt: gr.SelectData) -> str:
 
 def _local_concurrency(context: StudioContext) -> int:
     return GPU_CONCURRENCY if pipelines.resolve_device(context.device).startswith("cuda") else CPU_CONCURRENCY
+
+
+class BatchHandlers:
+    """Many content pictures in the Stylize tab's style and settings: ``pipelines.stylize_batch`` into a folder of
+    this session's results, shown as a gallery and offered as one ZIP (the PNGs and the manifest)."""
+
+    def __init__(self, stylizing: StylizeHandlers) -> None:
+        self.stylizing = stylizing
+        self.panel = stylizing.tab.batch
+
+    def run(self, values: dict[Any, Any], request: gr.Request, progress: gr.Progress = gr.Progress()) -> dict:
+        panel, tab = self.panel, self.stylizing.tab
+        files = [str(path) for path in values[panel.files] or []]  # gr.File gives paths
+        cancel = self.stylizing.cancels.current(request)
+        try:
+            if not files:
+                raise pipelines.InvalidRequestError("Add some content photos first (several at once are fine).")
+            style_request, context = self.stylizing.request_from({**values, tab.request["content"]: files[0]})
+            parameters = {p.name: getattr(style_request, p.name) for p in pipelines.REQUEST_PARAMETERS}
+            del parameters["content"], parameters["style"]
+            out_dir = RESULTS_DIR / f"batch-{uuid.uuid4().hex[:12]}"
+            summary = pipelines.stylize_batch(
+                files,
+                style_request.style,
+                out_dir,
+                context=context,
+                progress=lambda done, total, text: progress((done, total), desc=text),
+                cancel=cancel,
+                **parameters,
+            )
+        except Exception as exc:  # the single-picture result and history stay as they were
+            return {panel.status: _failure(exc, "Could not stylize the batch", values[tab.request["method"]])}
+        finally:
+            self.stylizing.cancels.done(request)
+        order = {path: index for index, path in enumerate(files)}
+        entries = sorted(pipelines.read_manifest(out_dir), key=lambda e: order.get(e["input"], len(order)))
+        made = [(e["output"], Path(e["input"]).name) for e in entries if e.get("output") and e["status"] == "done"]
+        archive = shutil.make_archive(str(out_dir), "zip", out_dir)
+        failures = "".join(f"  \n- {Path(name).name}: {error}" for name, error in summary.failures)
+        counts = f"{summary.done} of {summary.total} done" + (f", {summary.failed} failed" if summary.failed else "")
+        stopped = f", {summary.not_run} not started (cancelled)" if summary.not_run else ""
+        return {
+            panel.status: f"{counts}{stopped} in {_duration(summary.seconds)}.{failures}",
+            panel.gallery: made,
+            panel.download: gr.update(value=archive, interactive=bool(made)),
+        }
+
+
+def _wire_batch(tab: StylizeTab, stylizing: StylizeHandlers) -> None:
+    """The batch panel's events: the Stylize tab's settings and Cancel apply."""
+    panel, handlers = tab.batch, BatchHandlers(stylizing)
+    panel.start.click(stylizing.arm, None, panel.status, queue=False, api_visibility="private").then(
+        handlers.run,
+        {panel.files, *tab.request.values(), tab.random_seed, tab.run_on, *tab.option_inputs.values()},
+        [panel.status, panel.gallery, panel.download],
+        api_visibility="private",
+        concurrency_id="stylize",
+        show_progress_on=[panel.gallery],
+    )
+
+
+class VideoHandlers:
+    """The Video tab's handlers: ``pipelines.stylize_video`` in a worker thread, its progress relayed to the page
+    as it comes (frames done, time left, the first frame), Cancel keeping what was made."""
+
+    def __init__(self, tab: VideoTab, context: StudioContext) -> None:
+        self.tab, self.context = tab, context
+        self.cancels = SessionCancels()
+
+    def arm(self, request: gr.Request) -> str:
+        self.cancels.arm(request)
+        return "Starting…"
+
+    def job_from(self, values: dict[Any, Any]) -> dict[str, Any]:
+        """``stylize_video``'s arguments from the widgets (clear errors for what is missing)."""
+        tab = self.tab
+        job = {name: values[control] for name, control in {**tab.request, **tab.video_settings}.items()}
+        method = pipelines.get_method(job["method"])
+        if not values[tab.video]:
+            raise pipelines.InvalidRequestError(f"Add a video first: upload {pipelines.READABLE_VIDEOS}.")
+        if values[tab.style] is None and method.uses_style_image:
+            raise pipelines.InvalidRequestError("Add a style image first: upload or paste a painting.")
+        if not method.uses_seed or values[tab.random_seed]:
+            job["seed"] = None
+        if method.steps is None:
+            job["steps"] = None
+        return {"source": values[tab.video], "style": values[tab.style], **job}
+
+    @staticmethod
+    def check_upload(upload: dict | None) -> tuple[Any, Any]:
+        """Says at once when an uploaded file is not a video the studio can read, and takes it out."""
+        path = (upload or {}).get("path")
+        if not path:
+            return gr.skip(), gr.skip()
+        try:
+            info = pipelines.probe_video(path)
+        except StudioError as exc:
+            return f"**Could not use that file:** {exc.for_front_end(FRONT_END)}", None
+        ready = f"Video ready: {info.width}×{info.height}, {info.duration_s:.1f} s, {info.frame_count} frames."
+        return ready, gr.skip()
+
+    def estimate(self, values: dict[Any, Any]) -> dict:
+        tab = self.tab
+        try:
+            job = self.job_from(values)
+            estimate = pipelines.estimate_video(
+                **job, output="estimate" + values[tab.output_format], context=self.context
+            )
+        except Exception as exc:
+            return {tab.status: _failure(exc, "Could not estimate", values[tab.request["method"]])}
+        return {tab.status: f"Estimated: {estimate.summary()}.", tab.preview: estimate.preview}
+
+    def render(self, values: dict[Any, Any], request: gr.Request) -> Any:
+        """A generator: one page update per progress event (at most a few a second), then the video."""
+        tab, cancel = self.tab, self.cancels.current(request)
+        suffix = values[tab.output_format]
+        try:
+            job = self.job_from(values)
+            if pipelines.get_method(job["method"]).steps is not None:  # slow methods: the honest estimate first
+                estimate = pipelines.estimate_video(**job, output="estimate" + suffix, context=self.context)
+                yield {tab.status: f"Estimated: {estimate.summary()}. Starting…", tab.preview: estimate.preview}
+            output = RESULTS_DIR / f"video-{uuid.uuid4().hex[:12]}{suffix}"
+            run = _VideoRun(job, output, self.context, cancel)
+            for event in run.events():
+                yield {
+                    tab.status: _video_progress_line(event),
+                    tab.preview: event.preview if event.preview is not None else gr.skip(),
+                }
+            result = run.result()
+        except Exception as exc:  # the previous video, the inputs and the settings stay
+            self.cancels.done(request)
+            yield {tab.status: _failure(exc, "Could not stylize the video", values[tab.request["method"]])}
+            return
+        self.cancels.done(request)
+        if result.path is None:
+            yield {tab.status: "Cancelled before the first frame: nothing was made."}
+            return
+        gif = result.path.suffix == ".gif"
+        yield {
+            tab.status: _video_summary(result),
+            tab.result: gr.update(value=None if gif else str(result.path), visible=not gif),
+            tab.result_gif: gr.update(value=str(result.path) if gif else None, visible=gif),
+            tab.download: gr.update(value=str(result.path), interactive=True),
+        }
+
+
+class _VideoRun:
+    """``stylize_video`` in a thread, its progress events handed over through a queue (the page's generator
+    reads them; the newest wins when several arrive between two reads)."""
+
+    def __init__(self, job: dict[str, Any], output: Path, context: StudioContext, cancel: threading.Event) -> None:
+        self._events: queue.Queue = queue.Queue()
+        self._outcome: dict[str, Any] = {}
+        arguments = {**job, "output": output, "context": context, "cancel": cancel, "progress": self._events.put}
+        self._thread = threading.Thread(target=self._work, args=(arguments,), name="video", daemon=True)
+        self._thread.start()
+
+    def _work(self, arguments: dict[str, Any]) -> None:
+        try:
+            self._outcome["result"] = pipelines.stylize_video(**arguments)
+        except BaseException as exc:
+            self._outcome["error"] = exc
+        finally:
+            self._events.put(None)
+
+    def events(self) -> Any:
+        last_shown = 0.0
+        while (event := self._events.get()) is not None:
+            if event.preview is not None or time.monotonic() - last_shown > VIDEO_UPDATE_S:
+                last_shown = time.monotonic()
+                yield event
+
+    def result(self) -> Any:
+        self._thread.join()
+        if "error" in self._outcome:
+            raise self._outcome["error"]
+        return self._outcome["result"]
+
+
+def _video_progress_line(event: Any) -> str:
+    left = f", about {_duration(event.seconds_left)} left" if event.frames_done > 1 else ""
+    return f"Frame {event.frames_done} of {event.frames_total}{left}. Cancel keeps what is done."
+
+
+def _video_summary(result: Any) -> str:
+    made = f"{result.frames_done} frames at {result.size[0]}×{result.size[1]}"
+    pace = f"in {_duration(result.seconds)} ({result.frames_per_second:.1f} frames/s)"
+    cuts = f", {len(result.scene_cuts)} scene cut(s)" if result.scene_cuts else ""
+    sound = ", with sound" if result.has_audio else ""
+    if result.cancelled:
+        return f"**Cancelled:** kept the first {made} {pace}{sound}."
+    return f"Done: {made} {pace}{cuts}{sound}."
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s" if minutes else f"{rest} s"
+
+
+def _wire_video(demo: gr.Blocks, tab: VideoTab, handlers: VideoHandlers) -> None:
+    """Every Video event, in one place."""
+    method = tab.request["method"]
+    follows_method = [tab.request["steps"], tab.request["seed"], tab.random_seed]
+    follow = {"fn": lambda name: _steps_and_seed(pipelines.get_method(name)), "api_visibility": "private"}
+    method.change(inputs=method, outputs=follows_method, **follow)
+    demo.load(inputs=method, outputs=follows_method, **follow)
+    inputs = {tab.video, tab.style, tab.output_format, tab.random_seed, *tab.request.values()}
+    inputs |= set(tab.video_settings.values())
+    tab.estimate.click(
+        handlers.estimate, inputs, [tab.status, tab.preview], api_visibility="private", concurrency_id="stylize"
+    )
+    tab.start.click(handlers.arm, None, tab.status, queue=False, api_visibility="private").then(
+        handlers.render,
+        inputs,
+        [tab.status, tab.preview, tab.result, tab.result_gif, tab.download],
+        api_visibility="private",
+        concurrency_id="video",
+        concurrency_limit=1,
+        show_progress="hidden",  # the status line counts the frames
+    )
+    tab.cancel.click(handlers.cancels.cancel, None, tab.status, api_visibility="private", queue=False)
+    tab.style.upload(StylizeHandlers.check_upload("style"), tab.style, [tab.status, tab.style], **UPLOAD_CHECK)
+    tab.video.upload(handlers.check_upload, tab.video, [tab.status, tab.video], **UPLOAD_CHECK)
+
+
+def _steps_and_seed(method: pipelines.StyleMethod) -> tuple[Any, Any, Any]:
+    """The steps slider, seed box and random-seed tick as ``method`` wants them (both tabs follow the method)."""
+    spec = method.steps
+    steps = (
+        gr.update(
+            minimum=spec.minimum,
+            maximum=spec.maximum,
+            value=spec.default,
+            interactive=True,
+            info=f"More steps: finer detail, slower. Default {spec.default}.",
+        )
+        if spec
+        else gr.update(minimum=1, maximum=100, value=1, interactive=False, info=NO_STEPS)
+    )
+    seed = gr.update(interactive=method.uses_seed, info=SEED_INFO if method.uses_seed else NO_SEED)
+    return steps, seed, gr.update(interactive=method.uses_seed)
 
 
 class LearnHandlers:

@@ -14,10 +14,11 @@ type), ``STYLE_STUDIO_COMPILE`` and ``STYLE_STUDIO_WEIGHTS`` (e.g. ``artfusion=/
 from __future__ import annotations
 
 import inspect
+import io
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,22 @@ class Studio:
             cancel.set()  # a no-op when the work is done; stops it when the caller went away
 
     @modal.method()
+    def stylize_batch_item(
+        self, key: str, content_png: bytes, style_png: bytes | None, parameters: dict[str, Any]
+    ) -> dict[str, Any]:
+        """One picture of a batch (``ModalBackend.stylize_many`` maps over this): ``{"key", "png", "metadata"}``,
+        or ``{"key", "error"}`` for a problem with that picture. Every answer carries its ``key``, because a
+        batch takes its results in the order they finish."""
+        try:
+            request = pipelines.StyleRequest(content=content_png, style=style_png, **parameters)
+            png, metadata = _as_remote(pipelines.run_here(request, context=self.context))
+        except pipelines.StudioError as exc:
+            return {"key": key, "error": exc.for_front_end("modal")}
+        except Exception as exc:  # a bug: that picture fails, the batch and the container go on
+            return {"key": key, "error": pipelines.describe_error(exc, "modal")}
+        return {"key": key, "png": png, "metadata": metadata}
+
+    @modal.method()
     def learn_style(self, style_png: bytes, name: str, options: dict[str, Any]) -> dict[str, Any]:
         """Learn an InST style into the Volume's library. Spawn it; ``progress(name)`` reads its step and loss,
         ``cancel_learning(name)`` stops it (a checkpoint is kept; the same name resumes)."""
@@ -187,6 +204,114 @@ def _progress_store() -> Any:
 
 
 _LOCAL_PROGRESS: dict[str, Any] = {}
+
+
+# ---- the web endpoint and the Gradio app: CPU containers in front of the GPU class ---------------------------
+#
+# Both run in a light image (PyTorch's CPU build, no GPU attached): the GPU class above does the diffusion work.
+# The endpoint's guard is chosen at deploy time with STYLE_STUDIO_WEB_AUTH: `token` (default; a bearer token from
+# the secret below: `modal secret create style-studio-web STYLE_STUDIO_WEB_TOKEN=...`), `proxy` (Modal's proxy
+# auth: clients send Modal-Key / Modal-Secret headers of a workspace proxy-auth token) or `none` (open to anyone).
+
+WEB_AUTH = os.environ.get("STYLE_STUDIO_WEB_AUTH", "token")
+WEB_AUTH_CHOICES = ("token", "proxy", "none")
+if WEB_AUTH not in WEB_AUTH_CHOICES:
+    raise ValueError(f"STYLE_STUDIO_WEB_AUTH must be one of {', '.join(WEB_AUTH_CHOICES)}; got {WEB_AUTH!r}.")
+WEB_SECRET = "style-studio-web"
+WEB_SECRETS = (
+    [modal.Secret.from_name(WEB_SECRET, required_keys=["STYLE_STUDIO_WEB_TOKEN"])] if WEB_AUTH == "token" else []
+)
+
+web_image = (
+    modal.Image.debian_slim(python_version="3.12")
+    # the CPU build first (a fifth of the CUDA build's size); requirements.txt then keeps it
+    .pip_install("torch>=2.6,<2.16", index_url="https://download.pytorch.org/whl/cpu")
+    .pip_install_from_requirements(str(Path(__file__).parent / "requirements.txt"))
+    .env({"GRADIO_ANALYTICS_ENABLED": "False", "STYLE_STUDIO_WEB_AUTH": WEB_AUTH})  # the container sees the same
+    .add_local_python_source("pipelines", "demo")
+    .add_local_dir(Path(__file__).parent / "assets", remote_path="/root/assets")  # presets and the app's examples
+)
+
+
+def web_settings(environ: Mapping[str, str]) -> pipelines.WebSettings:
+    """The endpoint's settings from the container's environment; with token auth, no token means no start (an
+    endpoint that should be guarded never opens by mistake)."""
+    token = environ.get("STYLE_STUDIO_WEB_TOKEN") or None
+    if environ.get("STYLE_STUDIO_WEB_AUTH", "token") == "token" and not token:
+        raise RuntimeError(
+            f"STYLE_STUDIO_WEB_TOKEN is empty: set it in the Modal secret {WEB_SECRET!r}, or deploy with "
+            "STYLE_STUDIO_WEB_AUTH=proxy (Modal's proxy auth) or none."
+        )
+    # every method that paints from a style image (not InST, which applies a learned style)
+    methods = tuple(name for name in pipelines.method_names() if pipelines.get_method(name).uses_style_image)
+    return pipelines.WebSettings(token=token, allowed_methods=methods)
+
+
+def web_stylize(request: pipelines.StyleRequest, context: pipelines.StudioContext) -> pipelines.StyleResult:
+    """The endpoint's work. ``fast`` runs here, on the web container's CPU: its picture takes a fraction of a
+    second, less than waking a GPU would. Every other method runs on the GPU class; the studio's own errors come
+    back from it as themselves (Modal re-raises them), so the endpoint answers them as it would locally."""
+    if request.method == "fast":
+        return pipelines.run_here(request, context=context)
+    try:
+        png, metadata = Studio().stylize.remote(_png(request.content), _png(request.style), request.parameters())
+    except modal.exception.Error as exc:  # timeouts, a failed container, Modal itself unreachable
+        raise pipelines.RemoteBackendError(
+            f"The GPU backend could not run this request ({type(exc).__name__}). Try again in a minute."
+        ) from None
+    return pipelines.StyleResult(pipelines.load_image(png, role="result"), pipelines.ResultMetadata.from_dict(metadata))
+
+
+def _png(image: Any) -> bytes | None:
+    """A request picture for the wire: the web layer hands decoded pictures, sent on as lossless PNG."""
+    if image is None or isinstance(image, bytes):
+        return image
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@app.function(
+    image=web_image,
+    secrets=WEB_SECRETS,
+    cpu=2.0,  # the fast engine uses both cores
+    memory=2048,
+    scaledown_window=300,
+    timeout=600,
+)
+@modal.concurrent(max_inputs=8)  # fast pictures are quick; the others mostly wait on the GPU class
+@modal.asgi_app(requires_proxy_auth=WEB_AUTH == "proxy")
+def web() -> Any:
+    """`POST /stylize`, `GET /presets`, `GET /health` (see pipelines/web.py) at https://<workspace>--style-studio-web.modal.run"""
+    context = pipelines.set_default_context(pipelines.StudioContext.from_environment(backend="local"))
+    pipelines.preload("fast", context=context)  # once per container, not in the first request
+    return pipelines.create_web_app(web_settings(os.environ), stylize=lambda request: web_stylize(request, context))
+
+
+@app.function(image=web_image, max_containers=1, scaledown_window=1200, timeout=600)  # Gradio sessions are sticky
+@modal.concurrent(max_inputs=100)  # Gradio's own queue decides what runs; Modal only passes requests in
+@modal.asgi_app()
+def ui() -> Any:
+    """The whole Gradio app (demo.py) at https://<workspace>--style-studio-ui.modal.run, its work on the GPU class."""
+    return gradio_app(pipelines.StudioContext.from_environment(backend="modal"))
+
+
+def gradio_app(context: pipelines.StudioContext) -> Any:
+    """demo.py's app over ``context`` as one ASGI app (Gradio's documented way onto Modal)."""
+    from fastapi import FastAPI
+    from gradio.routes import mount_gradio_app
+
+    import demo  # only the web image carries the front end
+
+    blocks = demo.build_demo(pipelines.set_default_context(context))
+    return mount_gradio_app(
+        FastAPI(),
+        blocks,
+        path="/",
+        max_file_size=demo.MAX_UPLOAD,
+        allowed_paths=[str(demo.RESULTS_DIR.parent)],
+        footer_links=["api", "gradio", "settings"],
+    )
 
 
 # ---- `modal run modal_app.py --content-file-path A.jpg ...`: its flags come from the request schema ----------

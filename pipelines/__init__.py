@@ -41,6 +41,7 @@ from pipelines.core.errors import (
     describe_error,
 )
 from pipelines.core.images import DEFAULT_MAX_SIDE, image_digest, load_image, preserve_content_color
+from pipelines.core.lazy import lazy_exports
 from pipelines.core.method import (
     MethodInputs,
     OptionSpec,
@@ -99,8 +100,32 @@ def convert_artfusion(checkpoint, out_dir, original_config=None):  # noqa: ANN00
     return convert_to_folder(checkpoint, out_dir, original_config)
 
 
+# Video, batches and the web endpoint load PyAV, OpenCV and FastAPI: imported on first use, so that
+# ``import pipelines`` stays quick for a picture.
+_LAZY = {
+    "VIDEO_PARAMETERS": "pipelines.video",
+    "VIDEO_OUTPUT_FORMATS": "pipelines.video",
+    "READABLE_VIDEOS": "pipelines.video",
+    "VideoEstimate": "pipelines.video",
+    "VideoLimits": "pipelines.video",
+    "VideoProgress": "pipelines.video",
+    "VideoResult": "pipelines.video",
+    "estimate_video": "pipelines.video",
+    "probe_video": "pipelines.video",
+    "read_video_metadata": "pipelines.video",
+    "stylize_video": "pipelines.video",
+    "BatchSummary": "pipelines.batch",
+    "expand_inputs": "pipelines.batch",
+    "read_manifest": "pipelines.batch",
+    "stylize_batch": "pipelines.batch",
+    "WebSettings": "pipelines.web",
+    "create_web_app": "pipelines.web",
+}
+__getattr__ = lazy_exports(__name__, _LAZY)
+
 __version__ = VERSION
 __all__ = [
+    *_LAZY,
     "BACKENDS",
     "CLIP_MODES",
     "COMPILE_HELP",

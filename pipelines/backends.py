@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +137,37 @@ class ModalBackend:
     def styles(self) -> list[dict[str, Any]]:
         """The learned styles in the remote library (the Volume)."""
         return self._call(lambda studio: studio.styles.remote())
+
+    def stylize_many(
+        self, jobs: Iterable[tuple[str, StyleRequest]], cancel: threading.Event | None = None
+    ) -> Iterator[tuple[str | None, StyleResult | StudioError]]:
+        """Many requests fanned out over the deployed class's containers (``.starmap``), each ``(key, request)``;
+        yields ``(key, result or error)`` as each finishes, in whatever order. ``jobs`` is read lazily, as Modal
+        sends the inputs. ``key`` is None for a failure Modal could not tie to its input (a container died).
+        Setting ``cancel`` stops at the next result (the calls not yet finished are dropped)."""
+        studio = self._call(lambda studio: studio)
+        payloads = ((key, as_png(r.content), as_png(r.style), r.parameters()) for key, r in jobs)
+        results: Iterator[Any] | None = None
+        try:
+            results = iter(studio.stylize_batch_item.starmap(payloads, order_outputs=False, return_exceptions=True))
+            for output in results:
+                if isinstance(output, BaseException):
+                    yield None, RemoteBackendError(modal_failure_message(output, self.timeout_s))
+                elif "error" in output:  # a problem with that picture, in the remote's own words
+                    yield output["key"], RemoteBackendError(output["error"])
+                else:
+                    image = Image.open(io.BytesIO(output["png"])).convert("RGB")
+                    yield output["key"], StyleResult(image, ResultMetadata.from_dict(output["metadata"]))
+                if cancel is not None and cancel.is_set():
+                    return
+        except StudioError:
+            raise
+        except Exception as exc:  # the whole map failed (not deployed, no credentials, network)
+            raise RemoteBackendError(modal_failure_message(exc, self.timeout_s)) from None
+        finally:
+            close = getattr(results, "close", None)
+            if close is not None:
+                close()  # stops the map: inputs not yet finished are cancelled
 
 
 def _finished(call: Any) -> dict[str, Any] | None:

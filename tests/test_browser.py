@@ -264,3 +264,81 @@ def test_a_long_generation_can_be_cancelled(browser, running_app, content_path, 
     wait_status(page, "Cancelled", timeout=60_000)
     assert no_error_badges(page)
     page.close()
+
+
+def video_status(page):
+    return page.locator("#video-status").inner_text()
+
+
+def wait_video_status(page, text, timeout=90_000):
+    page.wait_for_function(
+        "t => document.querySelector('#video-status').innerText.includes(t)", arg=text, timeout=timeout
+    )
+
+
+def test_a_video_is_stylized_cancelled_and_stylized_again(browser, running_app, style_path, tmp_path, artifacts):
+    from bench.video import synthetic_clip, write_clip
+
+    clip = write_clip(tmp_path / "clip.mp4", synthetic_clip(160, 96, 8, 8, 8).frames)
+    not_a_video = tmp_path / "notes.mp4"
+    not_a_video.write_text("not a video")
+    page = browser.new_page(viewport={"width": 1300, "height": 1000})
+    page.goto(running_app)
+    page.get_by_role("tab", name="Video").click()
+    page.locator("#video-start").click()  # nothing uploaded yet: it says what to add, and the page stays usable
+    wait_video_status(page, "Add a video first")
+    page.locator("#video-in input[type=file]").set_input_files(str(not_a_video))
+    wait_video_status(page, "is not a video this studio can read")  # said at once, and the file taken out
+    page.locator("#video-style-image input[type=file]").set_input_files(str(style_path))
+    page.locator("#video-style-image img").first.wait_for(timeout=30_000)
+    page.locator("#video-in input[type=file]").set_input_files(str(clip))
+    wait_video_status(page, "Video ready: 160×96")
+    page.locator("#video-in video").first.wait_for(timeout=30_000)
+    page.locator("#video-estimate").click()
+    wait_video_status(page, "Estimated: about")
+    page.locator("#video-start").click()
+    wait_video_status(page, "Done: 24 frames at 160×96")
+    assert "1 scene cut" in video_status(page) and "with sound" in video_status(page)
+    page.locator("#video-result video").first.wait_for(timeout=30_000)
+    page.screenshot(path=str(artifacts / "app-video-done.png"), full_page=True)
+    page.locator("#video-start").click()  # a second run, cancelled at once: what was made is kept
+    page.locator("#video-cancel").click()
+    wait_video_status(page, "Cancel")
+    page.wait_for_function(
+        "() => /Cancelled|Done|Nothing is running/.test(document.querySelector('#video-status').innerText)",
+        timeout=60_000,
+    )
+    page.screenshot(path=str(artifacts / "app-video-end.png"), full_page=True)
+    page.close()
+
+
+def test_many_photos_at_once_give_a_gallery_and_a_zip(browser, running_app, style_path, tmp_path):
+    import zipfile
+
+    photos = [tmp_path / f"photo{i}.png" for i in range(3)]
+    for index, photo in enumerate(photos):
+        from conftest import gradient_image
+
+        gradient_image(seed=index).save(photo)
+    broken = tmp_path / "broken.png"
+    broken.write_text("not a picture")
+    page = browser.new_page(viewport={"width": 1300, "height": 1000})
+    page.goto(running_app)
+    page.locator("#style-image input[type=file]").set_input_files(str(style_path))
+    page.locator("#style-image img").first.wait_for(timeout=30_000)
+    page.get_by_text("Many photos at once").click()
+    page.locator("#batch-files input[type=file]").set_input_files([str(p) for p in [*photos, broken]])
+    page.locator("#batch-files").get_by_text("broken.png").wait_for(timeout=30_000)
+    page.locator("#batch-start").click()
+    page.wait_for_function(
+        "() => document.querySelector('#batch-status').innerText.includes('3 of 4 done, 1 failed')", timeout=90_000
+    )
+    assert "broken.png" in page.locator("#batch-status").inner_text()  # the bad file is named, the rest were made
+    assert page.locator("#batch-gallery img").count() == 3
+    with page.expect_download() as download:
+        page.locator("#batch-download").click()
+    with zipfile.ZipFile(download.value.path()) as archive:
+        names = sorted(archive.namelist())
+    assert names == ["manifest.jsonl", "photo0.png", "photo1.png", "photo2.png"]
+    assert no_error_badges(page)
+    page.close()
