@@ -55,6 +55,7 @@ IMAGE_SOURCES = {"content": ["upload", "clipboard", "webcam"], "style": ["upload
 NO_STEPS = "Not used by this method (it has no diffusion steps)."
 NO_SEED = "Not used by this method (it gives the same picture every time)."
 SEED_INFO = "The same seed and settings give the same picture."
+COMPARE_STRENGTHS = [0.0, 0.25, 0.5, 0.75, 1.0]
 BROWSER_VIDEO = (".mp4", ".webm", ".gif")  # the output formats a browser plays
 VIDEO_UPDATE_S = 0.5  # the page's video status is refreshed at most this often
 UPLOAD_CHECK = {"preprocess": False, "queue": False, "api_visibility": "private"}  # raw upload, checked at once
@@ -118,6 +119,26 @@ class VideoTab:
     result: gr.Video
     result_gif: gr.Image
     download: gr.DownloadButton
+
+
+@dataclass
+class CompareTab:
+    """The Compare tab's components."""
+
+    content: gr.Image
+    styles: gr.File
+    methods: gr.CheckboxGroup
+    strengths: gr.CheckboxGroup
+    request: dict[str, Any]  # steps, seed, max side (generated from the schema)
+    start: gr.Button
+    cancel: gr.Button
+    status: gr.Markdown
+    grid: gr.Image
+    cells: gr.Gallery
+    table: gr.Dataframe
+    grid_download: gr.DownloadButton
+    zip_download: gr.DownloadButton
+    entries: gr.State
 
 
 @dataclass
@@ -259,16 +280,20 @@ def build_demo(context: StudioContext | None = None, default_method: str | None 
     default_method = pipelines.resolve_method(default_method, context).name  # a bad name fails at start-up
     with gr.Blocks(title="Style Studio", delete_cache=(3600, 3600)) as demo:
         _render_header()
-        with gr.Tab("Stylize") as stylize_tab:
-            stylize = _render_stylize_tab(context, default_method)
-        with gr.Tab("Video"):
-            video = _render_video_tab(context)
-        with gr.Tab("Learn a style"):
-            learn = _render_learn_tab()
+        with gr.Tabs() as tabs:
+            with gr.Tab("Stylize", id="stylize") as stylize_tab:
+                stylize = _render_stylize_tab(context, default_method)
+            with gr.Tab("Compare", id="compare"):
+                comparing = _render_compare_tab(context)
+            with gr.Tab("Video", id="video"):
+                video = _render_video_tab(context)
+            with gr.Tab("Learn a style", id="learn"):
+                learn = _render_learn_tab()
         learning = LearnHandlers(learn, context)
         stylizing = StylizeHandlers(stylize, context)
         _wire_stylize(demo, stylize, stylizing, context)
         _wire_batch(stylize, stylizing)
+        _wire_compare(comparing, CompareHandlers(comparing, stylizing, tabs))
         _wire_video(demo, video, VideoHandlers(video, context))
         _wire_learn(learn, learning)
         _wire_live_choices(demo, stylize_tab, stylize, learning, context)
@@ -352,6 +377,65 @@ def _render_stylize_tab(context: StudioContext, default_method: str) -> StylizeT
         )
         _render_method_options(tab, context, default_method)
     return tab
+
+
+def _render_compare_tab(context: StudioContext) -> CompareTab:
+    """One photo, one or more paintings, methods × strengths → a grid with scores; a cell opens in Stylize."""
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=4, min_width=320):
+            content = _request_control(pipelines.get_request_parameter("content"), "fast", context, "compare-")
+            styles = gr.File(
+                label="Style pictures (one or several)",
+                file_count="multiple",
+                file_types=["image"],
+                elem_id="compare-styles",
+            )
+            methods = gr.CheckboxGroup(
+                _method_choices(context), value=["fast"], label="Methods", elem_id="compare-methods"
+            )
+            strengths = gr.CheckboxGroup(
+                COMPARE_STRENGTHS, value=[0.0, 0.5, 1.0], label="Strengths", elem_id="compare-strengths"
+            )
+            with gr.Accordion("Advanced", open=False):
+                request = {
+                    name: _request_control(pipelines.get_request_parameter(name), "artfusion", context, "compare-")
+                    for name in ("steps", "seed", "max_side")
+                }
+            with gr.Row():
+                start = gr.Button("Compare", variant="primary", elem_id="compare-start", scale=3)
+                cancel = gr.Button("Cancel", elem_id="compare-cancel", scale=1)
+            with gr.Accordion("What the scores mean", open=False):
+                gr.Markdown(pipelines.describe_scores())
+        with gr.Column(scale=6, min_width=320):
+            status = gr.Markdown(
+                "Each cell shows its scores and time; click one to open it in Stylize.", elem_id="compare-status"
+            )
+            grid = gr.Image(label="Grid", type="filepath", interactive=False, elem_id="compare-grid")
+            cells = _thumbnails("compare-cells", "Cells (click to open in Stylize)", height=220)
+            table = gr.Dataframe(
+                label="Scores (↑ higher is better, ↓ lower is better; scores that could not be computed are left out)",
+                interactive=False,
+                elem_id="compare-table",
+            )
+            with gr.Row():
+                grid_download = gr.DownloadButton("Download grid (PNG)", interactive=False, elem_id="compare-grid-png")
+                zip_download = gr.DownloadButton("Download all (ZIP)", interactive=False, elem_id="compare-zip")
+    return CompareTab(
+        content,
+        styles,
+        methods,
+        strengths,
+        request,
+        start,
+        cancel,
+        status,
+        grid,
+        cells,
+        table,
+        grid_download,
+        zip_download,
+        gr.State([]),
+    )
 
 
 def _render_batch_panel() -> BatchPanel:
@@ -650,7 +734,11 @@ class StylizeHandlers:
 
     def reopen(self, history: list[dict], evt: gr.SelectData) -> dict:
         """A history item back in the main view, with its parameters in the controls (seed fixed)."""
-        tab, entry = self.tab, history[evt.index]
+        return self.show(history[evt.index])
+
+    def show(self, entry: dict) -> dict:
+        """A saved result (``png``, ``before``, ``metadata``) in the main view, its parameters in the controls."""
+        tab = self.tab
         meta = pipelines.ResultMetadata.from_dict(entry["metadata"])
         controls = {name: gr.update(value=meta.parameters[name]) for name in ("method", "strength", "max_side")}
         if meta.steps:
@@ -741,6 +829,133 @@ def _pick_preview(evt: gr.SelectData) -> str:
 
 def _local_concurrency(context: StudioContext) -> int:
     return GPU_CONCURRENCY if pipelines.resolve_device(context.device).startswith("cuda") else CPU_CONCURRENCY
+
+
+class CompareHandlers:
+    """The Compare tab: ``pipelines.compare`` over the chosen methods × strengths × styles, shown as a grid, a
+    gallery of cells (each opens in the Stylize tab with its parameters) and a score table."""
+
+    def __init__(self, tab: CompareTab, stylizing: StylizeHandlers, tabs: gr.Tabs) -> None:
+        self.tab, self.stylizing, self.tabs = tab, stylizing, tabs
+        self.context = stylizing.context
+        self.cancels = SessionCancels()
+
+    def arm(self, request: gr.Request) -> str:
+        self.cancels.arm(request)
+        return "Working…"
+
+    def run(self, values: dict[Any, Any], request: gr.Request, progress: gr.Progress = gr.Progress()) -> dict:
+        tab, cancel = self.tab, self.cancels.current(request)
+        try:
+            if values[tab.content] is None:
+                raise pipelines.InvalidRequestError("Add a content photo first.")
+            styles = [str(path) for path in values[tab.styles] or []]
+            if not styles:
+                raise pipelines.InvalidRequestError("Add one or more style pictures to compare.")
+            if not values[tab.methods] or not values[tab.strengths]:
+                raise pipelines.InvalidRequestError("Tick at least one method and one strength.")
+            comparison = pipelines.compare(
+                values[tab.content],
+                styles,
+                methods=values[tab.methods],
+                strengths=sorted(values[tab.strengths]),
+                steps=values[tab.request["steps"]],
+                seed=values[tab.request["seed"]] or None,
+                max_side=values[tab.request["max_side"]],
+                context=self.context,
+                progress=lambda done, total, text: progress((done, total), desc=text),
+                cancel=cancel,
+                front_end=FRONT_END,
+            )
+        except Exception as exc:  # what was shown before stays
+            return {tab.status: _failure(exc, "Could not compare")}
+        finally:
+            self.cancels.done(request)
+        return self.show(comparison, values[tab.content])
+
+    def show(self, comparison: Any, content_path: str) -> dict:
+        tab = self.tab
+        folder = RESULTS_DIR / f"compare-{uuid.uuid4().hex[:12]}"
+        comparison.save(folder)
+        archive = comparison.save_zip(folder.with_suffix(".zip"))
+        before = _jpeg_copy(content_path, folder / "before.jpg")
+        entries, gallery = [], []
+        for cell in comparison.cells:
+            if cell.ok:
+                png = folder / cell.png
+                entries.append(
+                    {
+                        "png": str(png),
+                        "before": str(before),
+                        "caption": cell.result.metadata.summary(),
+                        "metadata": cell.metadata,
+                    }
+                )
+                gallery.append((str(png), _cell_caption(cell)))
+        reasons: dict[tuple[str, str], int] = {}  # one line per method and reason, not one per cell
+        for cell in comparison.failures:
+            reasons[(cell.method, cell.error)] = reasons.get((cell.method, cell.error), 0) + 1
+        failed = [f"  \n- **{method}** ({count} cells): {error}" for (method, error), count in reasons.items()]
+        head = f"{len(entries)} of {len(comparison.cells)} cells made" + (
+            " (cancelled)" if comparison.cancelled else ""
+        )
+        return {
+            tab.status: head + "." + "".join(failed),
+            tab.grid: str(folder / "grid.png"),
+            tab.cells: gallery,
+            tab.table: _score_table(comparison),
+            tab.grid_download: gr.update(value=str(folder / "grid.png"), interactive=True),
+            tab.zip_download: gr.update(value=str(archive), interactive=True),
+            tab.entries: entries,
+        }
+
+    def open_cell(self, entries: list[dict], evt: gr.SelectData) -> dict:
+        """A clicked cell in the Stylize tab's main view, with its parameters in the controls."""
+        return {**self.stylizing.show(entries[evt.index]), self.tabs: gr.Tabs(selected="stylize")}
+
+
+def _cell_caption(cell: Any) -> str:
+    shown = [f"{name} {value:.2f}" for name, value in cell.scores.items() if value is not None][:3]
+    return f"{cell.method} · {cell.strength:.2f} · {cell.seconds:.1f} s · " + ", ".join(shown)
+
+
+def _score_table(comparison: Any) -> Any:
+    import pandas as pd
+
+    measured = [n for n in comparison.score_names if any(c.scores.get(n) is not None for c in comparison.cells)]
+    arrows = {"higher": "↑", "lower": "↓"}
+    rows = []
+    for cell in comparison.cells:
+        row = {"style": cell.style, "method": cell.method, "strength": cell.strength, "seconds": cell.seconds}
+        row |= {f"{name} {arrows[pipelines.SCORES[name].better]}": cell.scores.get(name) for name in measured}
+        rows.append(row | {"made": "yes" if cell.ok else "no"})
+    return pd.DataFrame(rows).round(3)
+
+
+def _jpeg_copy(source: str, target: Path) -> Path:
+    """The content as the slider's before-picture (the cells are the after-pictures)."""
+    image = pipelines.load_image(source, role="content")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    image.save(target, quality=90)
+    return target
+
+
+def _wire_compare(tab: CompareTab, handlers: CompareHandlers) -> None:
+    """Every Compare event, in one place."""
+    stylize = handlers.stylizing.tab
+    tab.start.click(handlers.arm, None, tab.status, queue=False, api_visibility="private").then(
+        handlers.run,
+        {tab.content, tab.styles, tab.methods, tab.strengths, *tab.request.values()},
+        [tab.status, tab.grid, tab.cells, tab.table, tab.grid_download, tab.zip_download, tab.entries],
+        api_visibility="private",
+        concurrency_id="stylize",
+        show_progress_on=[tab.grid],
+    )
+    tab.cancel.click(handlers.cancels.cancel, None, tab.status, api_visibility="private", queue=False)
+    tab.content.upload(StylizeHandlers.check_upload("content"), tab.content, [tab.status, tab.content], **UPLOAD_CHECK)
+    shown = [stylize.comparison, stylize.download, stylize.status, stylize.parameters, stylize.random_seed]
+    shown += [stylize.request[name] for name in ("method", "strength", "max_side", "steps", "seed")]
+    tab.cells.select(handlers.open_cell, tab.entries, [*shown, handlers.tabs], api_visibility="private")
 
 
 class BatchHandlers:
@@ -1196,6 +1411,47 @@ def _register_api(demo: gr.Blocks, context: StudioContext, default_method: str) 
     for name, endpoint in endpoints.items():
         dependency = gr.api(endpoint, api_name=name, concurrency_id="stylize", concurrency_limit=concurrency)
         _describe_api_parameters(demo, dependency, endpoint)
+
+    def compare(
+        content: FileData,
+        styles: list[FileData],
+        methods: list[str] | None = None,
+        strengths: list[float] | None = None,
+        steps: int | None = None,
+        seed: int | None = None,
+    ) -> FileData:
+        """Compare methods and strengths on one photo with one or more styles, each picture scored.
+
+        Parameters:
+            content: the photo, an image file (gradio_client.handle_file).
+            styles: one or more style pictures (a list of handle_file).
+            methods: the methods to compare (default ["fast"]).
+            strengths: the strengths to compare (default [0, 0.5, 1]).
+            steps: diffusion steps for the methods that have them (default: each method's own).
+            seed: one seed for every cell (default: drawn once).
+
+        Returns:
+            A ZIP: grid.png, each cell's PNG (every parameter inside) and scores.json (a list of cells with
+            method, strength, style, seconds, scores and whether higher or lower is better).
+        """
+        try:
+            comparison = pipelines.compare(
+                _upload_path(content, "content"),
+                [_upload_path(style, "style") for style in styles or []],
+                methods=methods or ["fast"],
+                strengths=strengths if strengths else [0.0, 0.5, 1.0],
+                steps=steps,
+                seed=seed,
+                context=context,
+                front_end=FRONT_END,
+            )
+        except Exception as exc:
+            raise gr.Error(_message(exc), print_exception=False) from None
+        folder = RESULTS_DIR / f"compare-{uuid.uuid4().hex[:12]}"
+        archive = comparison.save_zip(folder.with_suffix(".zip"))
+        return FileData(path=str(archive), orig_name="comparison.zip", mime_type="application/zip")
+
+    gr.api(compare, api_name="compare", concurrency_id="stylize", concurrency_limit=concurrency)
 
     def styles() -> list[dict]:
         """The learned InST styles: name, slug, source, CLIP mode, steps, final loss, created."""

@@ -11,6 +11,7 @@ what it exports. Settings travel in a ``StudioContext`` built at the edge (``Stu
 
 from pipelines.artfusion.method import ArtFusionMethod
 from pipelines.backends import ModalBackend, RemoteBackendError
+from pipelines.compare import COMPARE_MAX_SIDE, Cell, Comparison, compare
 from pipelines.core.availability import Availability
 from pipelines.core.cache import PipelineCache, PipelineKey
 from pipelines.core.compiling import COMPILE_HELP, COMPILE_MODES, check_compile_setting
@@ -65,6 +66,7 @@ from pipelines.core.studio import (
     run_here,
     stylize,
 )
+from pipelines.evaluate import EVALUATE_STRENGTHS, Evaluation, evaluate, evaluation_pairs
 from pipelines.fast import FastMethod
 from pipelines.inst.learning import (
     CLIP_MODES,
@@ -118,6 +120,12 @@ _LAZY = {
     "expand_inputs": "pipelines.batch",
     "read_manifest": "pipelines.batch",
     "stylize_batch": "pipelines.batch",
+    "SCORES": "pipelines.scores",
+    "ScoreSpec": "pipelines.scores",
+    "ScoreValue": "pipelines.scores",
+    "Scorers": "pipelines.scores",
+    "describe_scores": "pipelines.scores",
+    "score_picture": "pipelines.scores",
     "WebSettings": "pipelines.web",
     "create_web_app": "pipelines.web",
 }
@@ -126,6 +134,14 @@ __getattr__ = lazy_exports(__name__, _LAZY)
 __version__ = VERSION
 __all__ = [
     *_LAZY,
+    "COMPARE_MAX_SIDE",
+    "EVALUATE_STRENGTHS",
+    "Cell",
+    "Comparison",
+    "Evaluation",
+    "compare",
+    "evaluate",
+    "evaluation_pairs",
     "BACKENDS",
     "CLIP_MODES",
     "COMPILE_HELP",

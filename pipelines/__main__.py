@@ -12,8 +12,11 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
+from typing import Any
 
 import pipelines
 
@@ -30,9 +33,12 @@ class _OneLineParser(argparse.ArgumentParser):
 # ---- flags -------------------------------------------------------------------------------------------------
 
 
-def add_request_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per declared request parameter (adding a parameter to ``StyleRequest`` adds its flag here)."""
+def add_request_arguments(parser: argparse.ArgumentParser, *, without: tuple[str, ...] = ()) -> None:
+    """One flag per declared request parameter (adding a parameter to ``StyleRequest`` adds its flag here);
+    ``without``: parameters the command takes another way (``stylize-batch`` takes its contents as arguments)."""
     for param in pipelines.REQUEST_PARAMETERS:
+        if param.name in without:
+            continue
         flags = (param.flag, *param.aliases)
         default_text = "" if param.default is None else f" (default {param.default})"
         if param.kind == "image":
@@ -101,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_context_arguments(run)
     run.add_argument("-v", "--verbose", action="store_true", help="log progress and show tracebacks")
 
+    _add_batch_command(commands)
+    _add_video_command(commands)
+
     commands.add_parser("methods", help="list the available methods and their options")
 
     convert = commands.add_parser("convert-artfusion", help="convert an original ArtFusion .ckpt to a diffusers folder")
@@ -142,7 +151,49 @@ def build_parser() -> argparse.ArgumentParser:
 
     show = commands.add_parser("metadata", help="print the parameters stored in a result PNG")
     show.add_argument("png")
+    add_compare_commands(commands)
     return parser
+
+
+def _add_batch_command(commands: Any) -> None:
+    batch = commands.add_parser(
+        "stylize-batch",
+        help="stylize many content images with one style into a folder (resumable; see OUT_DIR/manifest.jsonl)",
+    )
+    batch.add_argument("inputs", nargs="+", metavar="INPUT", help="content images: files, folders or quoted globs")
+    add_request_arguments(batch, without=("content",))
+    batch.add_argument("--style-name", default=None, metavar="NAME", help="a learned style from the library (inst)")
+    batch.add_argument("-o", "--output-dir", required=True, metavar="OUT_DIR", help="where to write <name>.png each")
+    batch.add_argument("--recursive", action="store_true", help="also take images from the folders' subfolders")
+    batch.add_argument(
+        "--workers", type=int, default=None, metavar="N", help="pictures at once here (default: by method and CPUs)"
+    )
+    add_context_arguments(batch)
+    batch.add_argument("-v", "--verbose", action="store_true", help="log progress and show tracebacks")
+
+
+def _add_video_command(commands: Any) -> None:
+    video = commands.add_parser(
+        "stylize-video",
+        help=f"stylize a video ({pipelines.READABLE_VIDEOS}) with one style, steady from frame to frame",
+    )
+    video.add_argument("source", metavar="VIDEO", help="the video to restyle")
+    add_request_arguments(video, without=("content",))
+    for param in pipelines.VIDEO_PARAMETERS:
+        video.add_argument(
+            param.flag, type=float, default=param.default, help=f"{param.help} (default {param.default})"
+        )
+    video.set_defaults(method="fast", max_side=None)  # fast frames by default, at the video's own size
+    video.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT",
+        help="the video to write; its extension picks the format: .mp4 (H.264), .webm (VP9), .gif, .mov, .mkv",
+    )
+    video.add_argument("--estimate", action="store_true", help="only say how long it would take (one frame is made)")
+    add_context_arguments(video)
+    video.add_argument("-v", "--verbose", action="store_true", help="log progress and show tracebacks")
 
 
 def context_from(args: argparse.Namespace, method: str | None = None) -> pipelines.StudioContext:
@@ -205,6 +256,97 @@ def _replayed_request(args: argparse.Namespace) -> tuple[pipelines.StyleRequest,
                 file=sys.stderr,
             )
     return request, replayed
+
+
+def _stylize_batch(args: argparse.Namespace) -> int:
+    values = {p.name: getattr(args, p.name) for p in pipelines.REQUEST_PARAMETERS if p.kind != "image"}
+    values["options"] = _parse_options(args.options) | ({"style_name": args.style_name} if args.style_name else {})
+    progress = _ProgressBar()
+    try:
+        summary = pipelines.stylize_batch(
+            args.inputs,
+            args.style,
+            args.output_dir,
+            context=context_from(args, args.method),
+            workers=args.workers,
+            recursive=args.recursive,
+            progress=progress,
+            **values,
+        )
+    except KeyboardInterrupt:
+        summary = None
+    finally:
+        progress.close()
+    if summary is None:
+        print("interrupted: run the same command again to make the rest (finished pictures are kept)", file=sys.stderr)
+        return 130
+    for path, error in summary.failures[:20]:
+        print(f"failed: {path}: {error}", file=sys.stderr)
+    if len(summary.failures) > 20:
+        print(f"… and {len(summary.failures) - 20} more failures (see the manifest)", file=sys.stderr)
+    print(summary.line())
+    return 0 if summary.ok else 1
+
+
+def _stylize_video(args: argparse.Namespace) -> int:
+    values = {p.name: getattr(args, p.name) for p in pipelines.REQUEST_PARAMETERS if p.kind != "image"}
+    values |= {p.name: getattr(args, p.name) for p in pipelines.VIDEO_PARAMETERS}
+    values["options"] = _parse_options(args.options)
+    context = context_from(args, args.method)
+    if args.estimate:
+        estimate = pipelines.estimate_video(args.source, args.style, output=args.output, context=context, **values)
+        print(f"{args.source}: {estimate.summary()}")
+        return 0
+    cancel = threading.Event()  # Ctrl-C stops at the next frame and keeps what is made
+    previous = signal.signal(signal.SIGINT, lambda *_: cancel.set())
+    progress = _ProgressBar(unit="frame")
+    try:
+        result = pipelines.stylize_video(
+            args.source,
+            args.style,
+            args.output,
+            context=context,
+            cancel=cancel,
+            progress=lambda event: progress(event.frames_done, event.frames_total, ""),
+            **values,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        progress.close()
+    made = f"{result.frames_done} frames, {result.size[0]}×{result.size[1]}, {result.frames_per_second:.1f} frames/s"
+    if result.cancelled:
+        kept = f"kept {result.path}" if result.path else "nothing was made"
+        print(f"cancelled: {kept} ({made})", file=sys.stderr)
+        return 130
+    print(f"{result.path}  {made}, {len(result.scene_cuts)} scene cut(s){', with sound' if result.has_audio else ''}")
+    return 0
+
+
+class _ProgressBar:
+    """One progress bar on stderr: tqdm's when installed, else one line rewritten in place."""
+
+    def __init__(self, unit: str = "pic") -> None:
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            tqdm = None
+        self._tqdm, self.bar, self.shown, self.unit = tqdm, None, False, unit
+
+    def __call__(self, done: int, total: int, description: str) -> None:
+        self.shown = True
+        if self._tqdm is None:
+            print(f"\r{done}/{total} {description[:60]:60s}", end="", file=sys.stderr, flush=True)
+            return
+        if self.bar is None:  # made at the first picture, when the total is known
+            self.bar = self._tqdm(total=total, unit=self.unit, file=sys.stderr, dynamic_ncols=True)
+        self.bar.set_postfix_str(description[:40], refresh=False)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.shown:
+            print(file=sys.stderr)
 
 
 def _progress_line(done: int, total: int, description: str) -> None:
@@ -314,14 +456,170 @@ def _metadata(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- compare and evaluate -------------------------------------------------------------------------------------
+
+
+def add_compare_commands(commands: argparse._SubParsersAction) -> None:
+    """``compare`` (one content, several styles × methods × strengths → a scored grid) and ``evaluate`` (the same
+    over many pairs → a results table and a trade-off plot). Defaults left as None are the library's own."""
+
+    def sweep_arguments(parser: argparse.ArgumentParser, strengths: str) -> None:
+        parser.add_argument(
+            "--methods",
+            nargs="+",
+            default=["fast"],
+            choices=pipelines.method_names(),
+            metavar="METHOD",
+            help=f"methods to compare, from {', '.join(pipelines.method_names())} (default fast)",
+        )
+        parser.add_argument(
+            "--strengths", nargs="+", type=float, default=None, metavar="S", help=f"strengths from 0 to 1 ({strengths})"
+        )
+        parser.add_argument("--steps", type=int, default=None, help="diffusion steps (default: each method's own)")
+        parser.add_argument("--seed", type=int, default=None, help="one seed for every cell (default: drawn once)")
+        parser.add_argument(
+            "--max-side", type=int, default=None, metavar="PX", help="long side of the pictures in pixels (default 512)"
+        )
+        parser.add_argument(
+            "--scores",
+            nargs="+",
+            default=None,
+            metavar="NAME",
+            help="scores to compute, e.g. content_ssim style_distance (default: all; a wrong name lists them)",
+        )
+        add_context_arguments(parser)
+        parser.add_argument("-v", "--verbose", action="store_true", help="log progress and show tracebacks")
+
+    grid = commands.add_parser(
+        "compare", help="one content with several styles, methods and strengths: a scored grid and each picture"
+    )
+    grid.add_argument("--content", required=True, metavar="IMG", help="the picture to restyle")
+    grid.add_argument("--style", required=True, nargs="+", metavar="IMG", help="one or more style pictures")
+    grid.add_argument(
+        "-o", "--output-dir", required=True, metavar="OUT_DIR", help="where to write grid.png, the PNGs, scores.json"
+    )
+    sweep_arguments(grid, "default 0.7")
+
+    sweep = commands.add_parser(
+        "evaluate", help="score methods over many content × style pairs and strengths: results.csv and tradeoff.png"
+    )
+    sweep.add_argument(
+        "--pairs",
+        nargs="+",
+        default=["default"],
+        metavar="default|DIR",
+        help="default: the bundled 4 photos × 5 paintings; DIR: a folder with content/ and style/ subfolders "
+        "(every content with every style)",
+    )
+    sweep.add_argument(
+        "-o",
+        "--output-dir",
+        required=True,
+        metavar="OUT_DIR",
+        help="where to write results.csv, results.json, summary.json and tradeoff.png",
+    )
+    sweep_arguments(sweep, "default 0 0.25 0.5 0.75 1")
+
+
+def _sweep_context(args: argparse.Namespace) -> pipelines.StudioContext:
+    """The context for several methods: ``--weights`` names its method (``artfusion=PATH``) unless only one runs."""
+    name = (args.weights or "").partition("=")[0].strip()
+    if name in pipelines.method_names():
+        weights = pipelines.parse_weights(args.weights, "--weights")
+        return context_from(argparse.Namespace(**{**vars(args), "weights": None})).with_overrides(weights=weights)
+    if args.weights and len(set(args.methods)) > 1:
+        raise pipelines.InvalidRequestError(
+            "With several --methods, say which one --weights is for: --weights METHOD=PATH_OR_REPO "
+            "(several separated by commas), e.g. --weights artfusion=/path/to/checkpoint.ckpt."
+        )
+    return context_from(args, args.methods[0])
+
+
+def _sweep_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The sweep flags that were given, as ``compare``/``evaluate`` keywords (the others keep their defaults)."""
+    given = {
+        "methods": args.methods,
+        "strengths": args.strengths,
+        "steps": args.steps,
+        "seed": args.seed,
+        "max_side": args.max_side,
+        "score_names": args.scores,
+    }
+    return {name: value for name, value in given.items() if value is not None}
+
+
+def _cell_progress(done: int, total: int, text: str) -> None:
+    print(f"[{done}/{total}] {text}", file=sys.stderr, flush=True)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    comparison = pipelines.compare(
+        args.content,
+        args.style,
+        **_sweep_options(args),
+        context=_sweep_context(args),
+        progress=_cell_progress,
+        front_end=FRONT_END,
+    )
+    out = comparison.save(args.output_dir)
+    failed = comparison.failures
+    for cell in failed:
+        print(f"failed: {cell.name}: {cell.error}", file=sys.stderr)
+    made = len(comparison.cells) - len(failed)
+    pictures = f"{made} picture{'s' * (made != 1)}"
+    print(
+        f"{len(comparison.cells)} cells: {made} made, {len(failed)} failed; "
+        f"wrote {out / 'grid.png'}, {pictures} and {out / 'scores.json'}"
+    )
+    return 0 if not failed else 1
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    bar = _ProgressBar()
+    try:
+        evaluation = pipelines.evaluate(
+            pipelines.evaluation_pairs(args.pairs),
+            **_sweep_options(args),
+            context=_sweep_context(args),
+            progress=_cell_progress if args.verbose else bar,
+            front_end=FRONT_END,
+        )
+    finally:
+        bar.close()
+    out = evaluation.save(args.output_dir)
+    failed = evaluation.failures
+    for row in failed[:20]:
+        print(
+            f"failed: {row['content']} × {row['style']} · {row['method']} · {row['strength']:.2f}: {row['error']}",
+            file=sys.stderr,
+        )
+    if len(failed) > 20:
+        print(f"… and {len(failed) - 20} more failures (see results.csv)", file=sys.stderr)
+    shown = [name for name in ("content_ssim", "style_distance") if name in evaluation.score_names]
+    print(f"{'method':10s} {'strength':>8s} {'pairs':>5s} {'seconds':>8s} " + " ".join(f"{n:>15s}" for n in shown))
+    for entry in evaluation.summary():
+        values = " ".join(f"{'n/a' if entry[n] is None else format(entry[n], '.4f'):>15s}" for n in shown)
+        seconds = "n/a" if entry["seconds"] is None else f"{entry['seconds']:.3f}"
+        print(f"{entry['method']:10s} {entry['strength']:8.2f} {entry['pairs']:5d} {seconds:>8s} {values}")
+    print(
+        f"{len(evaluation.rows)} rows: {len(evaluation.rows) - len(failed)} made, {len(failed)} failed; "
+        f"wrote {out / 'results.csv'}, {out / 'results.json'} and {out / 'tradeoff.png'}"
+    )
+    return 0 if not failed else 1
+
+
 COMMANDS = {
     "stylize": _stylize,
+    "stylize-batch": _stylize_batch,
+    "stylize-video": _stylize_video,
     "methods": lambda args: _methods(),
     "convert-artfusion": _convert_artfusion,
     "learn-style": _learn_style,
     "import-style": _import_style,
     "styles": _styles,
     "metadata": _metadata,
+    "compare": _compare,
+    "evaluate": _evaluate,
 }
 
 

@@ -19,7 +19,7 @@ def client(running_app):
 
 def test_the_public_endpoints_have_named_parameters(client):
     api = client.view_api(return_format="dict", print_info=False)
-    assert sorted(api["named_endpoints"]) == ["/apply_style", "/styles", "/stylize"]
+    assert sorted(api["named_endpoints"]) == ["/apply_style", "/compare", "/styles", "/stylize"]
     names = [p["parameter_name"] for p in api["named_endpoints"]["/stylize"]["parameters"]]
     assert names == [p.name for p in pipelines.REQUEST_PARAMETERS]  # the request schema, in its order
     assert names == ["content", "style", "method", "strength", "steps", "seed", "max_side", "preserve_color", "options"]
@@ -191,3 +191,27 @@ def test_api_writes_only_the_result_and_the_ui_adds_a_jpeg_before_picture(tmp_pa
     assert before.parent == png.parent and before.suffix == ".jpg"
     with Image.open(before) as picture:
         assert picture.size == result.image.size
+
+
+def test_compare_endpoint_returns_a_zip_of_scored_cells(client, content_path, style_path):
+    import io
+    import json
+    import zipfile
+    from pathlib import Path
+
+    archive = client.predict(
+        handle_file(str(content_path)),
+        [handle_file(str(style_path))],
+        ["fast"],
+        [0.0, 1.0],
+        api_name="/compare",
+    )
+    with zipfile.ZipFile(io.BytesIO(Path(archive).read_bytes())) as bundle:
+        cells = json.loads(bundle.read("scores.json"))
+        assert "grid.png" in bundle.namelist()
+        assert all(cell["png"] in bundle.namelist() for cell in cells)
+    assert [(cell["method"], cell["strength"]) for cell in cells] == [("fast", 0.0), ("fast", 1.0)]
+    untouched, styled = cells
+    assert untouched["scores"]["content_ssim"] > 0.99 > styled["scores"]["content_ssim"]
+    assert untouched["scores"]["style_distance"] > styled["scores"]["style_distance"]
+    assert styled["better"]["style_distance"] == "lower"

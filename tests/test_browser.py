@@ -342,3 +342,33 @@ def test_many_photos_at_once_give_a_gallery_and_a_zip(browser, running_app, styl
     assert names == ["manifest.jsonl", "photo0.png", "photo1.png", "photo2.png"]
     assert no_error_badges(page)
     page.close()
+
+
+def test_compare_methods_and_strengths_then_open_a_cell(browser, running_app, content_path, style_path, artifacts):
+    page = browser.new_page(viewport={"width": 1300, "height": 1000})
+    page.goto(running_app)
+    page.get_by_role("tab", name="Compare").click()
+    page.locator("#compare-start").click()  # nothing chosen yet: it says what to add
+    page.wait_for_function(
+        "() => document.querySelector('#compare-status').innerText.includes('Add a content photo first')",
+        timeout=30_000,
+    )
+    page.locator("#compare-content-image input[type=file]").set_input_files(str(content_path))
+    page.locator("#compare-styles input[type=file]").set_input_files([str(style_path)])
+    page.locator("#compare-styles").get_by_text(style_path.name).wait_for(timeout=30_000)
+    page.locator("#compare-methods").get_by_text("InST", exact=False).first.click()  # no learned style: fails
+    page.locator("#compare-start").click()
+    page.wait_for_function(
+        "() => document.querySelector('#compare-status').innerText.includes('3 of 6 cells made')", timeout=120_000
+    )
+    assert "inst** (3 cells)" in page.locator("#compare-status").inner_html().replace("<strong>", "**").replace(
+        "</strong>", "**"
+    )  # why the other method could not run, once
+    assert page.locator("#compare-cells img").count() == 3
+    assert "content_ssim" in page.locator("#compare-table").inner_text()
+    page.screenshot(path=str(artifacts / "app-compare.png"), full_page=True)
+    page.locator("#compare-cells img").nth(2).click()  # strength 1.0 opens in the Stylize tab
+    page.wait_for_function("() => document.querySelector('#status').innerText.includes('strength 1.00')")
+    assert page.locator("#strength input[type=number]").input_value() == "1"
+    assert no_error_badges(page)
+    page.close()
