@@ -327,8 +327,11 @@ def test_many_photos_at_once_give_a_gallery_and_a_zip(browser, running_app, styl
     page.locator("#style-image input[type=file]").set_input_files(str(style_path))
     page.locator("#style-image img").first.wait_for(timeout=30_000)
     page.get_by_text("Many photos at once").click()
+    page.locator("#batch-start").wait_for(state="visible", timeout=30_000)  # the panel is open
     page.locator("#batch-files input[type=file]").set_input_files([str(p) for p in [*photos, broken]])
-    page.locator("#batch-files").get_by_text("broken.png").wait_for(timeout=30_000)
+    page.wait_for_function(  # all four uploaded
+        "() => document.querySelector('#batch-files').innerText.includes('broken.png')", timeout=90_000
+    )
     page.locator("#batch-start").click()
     page.wait_for_function(
         "() => document.querySelector('#batch-status').innerText.includes('3 of 4 done, 1 failed')", timeout=90_000
