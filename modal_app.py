@@ -213,7 +213,8 @@ _LOCAL_PROGRESS: dict[str, Any] = {}
 # the secret below: `modal secret create style-studio-web STYLE_STUDIO_WEB_TOKEN=...`), `proxy` (Modal's proxy
 # auth: clients send Modal-Key / Modal-Secret headers of a workspace proxy-auth token) or `none` (open to anyone).
 
-WEB_AUTH = os.environ.get("STYLE_STUDIO_WEB_AUTH", "token")
+# Modal's proxy auth by default: guarded without a secret to create, so a plain `modal deploy` still works
+WEB_AUTH = os.environ.get("STYLE_STUDIO_WEB_AUTH", "proxy")
 WEB_AUTH_CHOICES = ("token", "proxy", "none")
 if WEB_AUTH not in WEB_AUTH_CHOICES:
     raise ValueError(f"STYLE_STUDIO_WEB_AUTH must be one of {', '.join(WEB_AUTH_CHOICES)}; got {WEB_AUTH!r}.")
@@ -237,7 +238,7 @@ def web_settings(environ: Mapping[str, str]) -> pipelines.WebSettings:
     """The endpoint's settings from the container's environment; with token auth, no token means no start (an
     endpoint that should be guarded never opens by mistake)."""
     token = environ.get("STYLE_STUDIO_WEB_TOKEN") or None
-    if environ.get("STYLE_STUDIO_WEB_AUTH", "token") == "token" and not token:
+    if environ.get("STYLE_STUDIO_WEB_AUTH", "proxy") == "token" and not token:
         raise RuntimeError(
             f"STYLE_STUDIO_WEB_TOKEN is empty: set it in the Modal secret {WEB_SECRET!r}, or deploy with "
             "STYLE_STUDIO_WEB_AUTH=proxy (Modal's proxy auth) or none."
@@ -288,26 +289,41 @@ def web() -> Any:
     return pipelines.create_web_app(web_settings(os.environ), stylize=lambda request: web_stylize(request, context))
 
 
-@app.function(image=web_image, max_containers=1, scaledown_window=1200, timeout=600)  # Gradio sessions are sticky
+# A browser cannot send proxy-auth headers, so the app has its own login: deploy with STYLE_STUDIO_UI_LOGIN=1 and
+# the secret `style-studio-ui` holding STYLE_STUDIO_UI_USERS="alice:pw1,bob:pw2"; without it the app is public.
+UI_SECRET = "style-studio-ui"
+UI_SECRETS = (
+    [modal.Secret.from_name(UI_SECRET, required_keys=["STYLE_STUDIO_UI_USERS"])]
+    if os.environ.get("STYLE_STUDIO_UI_LOGIN") == "1"
+    else []
+)
+
+
+@app.function(image=web_image, secrets=UI_SECRETS, max_containers=1, scaledown_window=1200, timeout=600)
 @modal.concurrent(max_inputs=100)  # Gradio's own queue decides what runs; Modal only passes requests in
 @modal.asgi_app()
 def ui() -> Any:
     """The whole Gradio app (demo.py) at https://<workspace>--style-studio-ui.modal.run, its work on the GPU class."""
-    return gradio_app(pipelines.StudioContext.from_environment(backend="modal"))
+    users = [pair for pair in os.environ.get("STYLE_STUDIO_UI_USERS", "").split(",") if pair.strip()]
+    return gradio_app(pipelines.StudioContext.from_environment(backend="modal"), users)
 
 
-def gradio_app(context: pipelines.StudioContext) -> Any:
-    """demo.py's app over ``context`` as one ASGI app (Gradio's documented way onto Modal)."""
+def gradio_app(context: pipelines.StudioContext, users: list[str] | None = None) -> Any:
+    """demo.py's app over ``context`` as one ASGI app (Gradio's documented way onto Modal); ``users``:
+    ``USER:PASSWORD`` pairs that may log in (none: no login)."""
     from fastapi import FastAPI
     from gradio.routes import mount_gradio_app
 
     import demo  # only the web image carries the front end
 
     blocks = demo.build_demo(pipelines.set_default_context(context))
+    auth = demo.read_auth(users or [], None)
     return mount_gradio_app(
         FastAPI(),
         blocks,
         path="/",
+        auth=auth or None,
+        auth_message="Style Studio: log in to use this studio." if auth else None,
         max_file_size=demo.MAX_UPLOAD,
         allowed_paths=[str(demo.RESULTS_DIR.parent)],
         footer_links=["api", "gradio", "settings"],

@@ -384,8 +384,9 @@ def test_the_endpoint_builds_from_the_secret_and_refuses_without_it(modal_app, m
     assert web.get("/health").json()["methods"] == ["fast", "artfusion", "styleid", "instantstyle"]
     assert web.get("/presets").status_code == 401 and web.get("/presets", headers=AUTH).json()["presets"] == PRESETS
     with pytest.raises(RuntimeError, match="STYLE_STUDIO_WEB_TOKEN is empty"):
-        modal_app.web_settings({})
+        modal_app.web_settings({"STYLE_STUDIO_WEB_AUTH": "token"})
     assert modal_app.web_settings({"STYLE_STUDIO_WEB_AUTH": "proxy"}).token is None
+    assert modal_app.web_settings({}).token is None  # proxy auth by default: Modal guards it
 
 
 def test_the_gradio_factory_mounts_the_whole_app(modal_app):
@@ -395,6 +396,14 @@ def test_the_gradio_factory_mounts_the_whole_app(modal_app):
         endpoints = ui.get("/gradio_api/info").json()["named_endpoints"]
         assert {"/stylize", "/apply_style", "/styles"} <= set(endpoints)
     assert pipelines.default_context().backend == "modal"  # its work goes to the GPU class
+
+
+def test_the_gradio_app_on_modal_asks_for_a_login_when_users_are_set(modal_app):
+    with TestClient(modal_app.gradio_app(pipelines.default_context(), ["alice:s3cret"])) as ui:
+        assert ui.get("/gradio_api/info").status_code == 401  # nothing without logging in
+        assert ui.post("/login", data={"username": "alice", "password": "wrong"}).status_code == 400
+        assert ui.post("/login", data={"username": "alice", "password": "s3cret"}).status_code == 200
+        assert ui.get("/gradio_api/info").status_code == 200
 
 
 def test_web_stylize_runs_fast_here_and_the_rest_on_the_gpu_class(modal_app, monkeypatch):
@@ -429,9 +438,12 @@ def test_proxy_auth_is_a_deploy_time_choice(tmp_path):
         "import modal_app; from modal._utils.async_utils import synchronizer as s;"
         "print(s._translate_in(modal_app.web)._webhook_config.requires_proxy_auth, len(modal_app.WEB_SECRETS))"
     )
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "STYLE_STUDIO_WEB_AUTH": "proxy"}
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}  # the default: proxy auth, no secret to create
     run = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert run.stdout.split() == ["True", "0"], run.stderr
+    env["STYLE_STUDIO_WEB_AUTH"] = "token"
+    run = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert run.stdout.split() == ["False", "1"], run.stderr
     env["STYLE_STUDIO_WEB_AUTH"] = "maybe"
     run = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert "STYLE_STUDIO_WEB_AUTH must be one of token, proxy, none; got 'maybe'" in run.stderr
