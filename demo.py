@@ -1560,6 +1560,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="weights for a method, e.g. artfusion=/models/artfusion_r12_step=317673.ckpt "
         "or inst=SD_FOLDER::CLIP_FOLDER (repeatable)",
     )
+    parser.add_argument(
+        "--score-weights",
+        action="append",
+        default=[],
+        metavar="MODEL=LOCATION",
+        help="Compare tab: a learned score's weights, csd, lpips or dino = a folder or Hub repo, or off (repeatable)",
+    )
     parser.add_argument("--library", default=None, metavar="DIR", help="the InST style library folder")
     parser.add_argument(
         "--backend",
@@ -1588,6 +1595,7 @@ def context_from(args: argparse.Namespace) -> StudioContext:
         precision=args.precision,
         library_dir=args.library,
         weights=pipelines.parse_weights(args.weights, "--weights"),
+        score_weights=pipelines.parse_score_weights(args.score_weights, "--score-weights"),
     )
     for name, location in context.weights.items():
         pipelines.get_method(name).check_weights(location)

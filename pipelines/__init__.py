@@ -19,6 +19,7 @@ from pipelines.core.context import (
     BACKENDS,
     StudioContext,
     default_context,
+    parse_score_weights,
     parse_weights,
     set_default_context,
 )
@@ -198,6 +199,7 @@ __all__ = [
     "learn_style",
     "load_image",
     "method_names",
+    "parse_score_weights",
     "parse_weights",
     "prefetch",
     "preload",

@@ -211,6 +211,7 @@ def context_from(args: argparse.Namespace, method: str | None = None) -> pipelin
         precision=getattr(args, "precision", None),
         library_dir=getattr(args, "library", None),
         weights=weights,
+        score_weights=pipelines.parse_score_weights(getattr(args, "score_weights", None) or [], "--score-weights"),
     )
 
 
@@ -486,6 +487,14 @@ def add_compare_commands(commands: argparse._SubParsersAction) -> None:
             default=None,
             metavar="NAME",
             help="scores to compute, e.g. content_ssim style_distance (default: all; a wrong name lists them)",
+        )
+        parser.add_argument(
+            "--score-weights",
+            action="append",
+            default=[],
+            metavar="MODEL=LOCATION",
+            help="a learned score's weights: csd, lpips or dino = a folder or Hub repo, or off (repeatable; "
+            "default: the studio cache's scores/ folders and facebook/dinov2-small)",
         )
         add_context_arguments(parser)
         parser.add_argument("-v", "--verbose", action="store_true", help="log progress and show tracebacks")

@@ -400,3 +400,19 @@ def test_convert_csd_reads_the_training_checkpoint_layout(tmp_path):
         ]
     assert converted == pytest.approx(float((embeds[0] * embeds[1]).sum()), abs=1e-5)
     assert converted < 0.9999  # two different pictures: the check above compares something
+
+
+def test_the_contexts_score_weights_choose_where_the_learned_models_come_from(tmp_path):
+    from pipelines.scores.learned import default_scorers, forget_default_scorers
+
+    forget_default_scorers()
+    context = pipelines.StudioContext.from_environment(
+        {"STYLE_STUDIO_SCORE_WEIGHTS": f"dino={tmp_path / 'nowhere'}"}, cache_dir=tmp_path, score_weights={"csd": "off"}
+    )
+    assert context.score_weights == {"dino": str(tmp_path / "nowhere"), "csd": "off"}
+    scorers = default_scorers(context, ["content_dino", "style_csd"])
+    assert scorers.locations["content_dino"] == str(tmp_path / "nowhere")
+    assert "turned off" in scorers.reason("style_csd")
+    with pytest.raises(pipelines.InvalidRequestError, match="MODEL=PATH_OR_REPO with MODEL one of csd, lpips, dino"):
+        pipelines.parse_score_weights(["clip=/x"], "--score-weights")
+    forget_default_scorers()

@@ -42,6 +42,8 @@ class StudioContext:
         compile: ``off``, ``on`` or a torch.compile mode, for the diffusion denoisers.
         precision: ``auto``, ``float32`` or ``bfloat16``: the diffusion models' number format
             (``pipelines.core.device.diffusion_dtype``).
+        score_weights: where the learned scores' models are (``csd``, ``lpips``, ``dino`` → folder or Hub repo;
+            the others use ``pipelines.scores.default_locations``).
         modal_configured: whether Modal credentials exist (decides ``auto`` and whether the UI offers Modal).
     """
 
@@ -52,6 +54,7 @@ class StudioContext:
     library_dir: Path | None = None  # None: cache_dir / "styles"
     compile: str = "off"
     precision: str = "auto"
+    score_weights: Mapping[str, str] = field(default_factory=dict)  # learned scores: model → location
     modal_configured: bool = False
     pipelines: PipelineCache = field(default_factory=PipelineCache, compare=False, repr=False)
     availability: Availability = field(default_factory=Availability, compare=False, repr=False)
@@ -62,6 +65,7 @@ class StudioContext:
         object.__setattr__(self, "compile", check_compile_setting(self.compile))
         object.__setattr__(self, "precision", check_precision(self.precision))
         object.__setattr__(self, "weights", dict(self.weights))
+        object.__setattr__(self, "score_weights", dict(self.score_weights))
         object.__setattr__(self, "cache_dir", Path(self.cache_dir).expanduser())
         if self.library_dir is not None:
             object.__setattr__(self, "library_dir", Path(self.library_dir).expanduser())
@@ -76,8 +80,9 @@ class StudioContext:
 
     def with_overrides(self, **changes: Any) -> StudioContext:
         """A variant of this context (e.g. ``device="cpu"``) sharing its pipeline cache and availability."""
-        if "weights" in changes and changes["weights"] is not None:
-            changes["weights"] = {**self.weights, **changes["weights"]}
+        for mapping in ("weights", "score_weights"):
+            if changes.get(mapping) is not None:
+                changes[mapping] = {**getattr(self, mapping), **changes[mapping]}
         changes = {name: value for name, value in changes.items() if value is not None}
         return replace(self, **changes)
 
@@ -95,7 +100,8 @@ class StudioContext:
         Environment: ``STYLE_STUDIO_CACHE`` (else ``$XDG_CACHE_HOME/style-studio``, else ``~/.cache/style-studio``),
         ``STYLE_STUDIO_LIBRARY``, ``STYLE_STUDIO_COMPILE``, ``STYLE_STUDIO_PRECISION``, ``STYLE_STUDIO_DEVICE``,
         ``STYLE_STUDIO_BACKEND``,
-        ``STYLE_STUDIO_WEIGHTS`` (``method=location`` pairs separated by commas), and Modal's credentials
+        ``STYLE_STUDIO_WEIGHTS`` (``method=location`` pairs separated by commas), ``STYLE_STUDIO_SCORE_WEIGHTS``
+        (``model=location`` pairs for the learned scores), and Modal's credentials
         (``MODAL_TOKEN_ID`` + ``MODAL_TOKEN_SECRET``, or ``MODAL_CONFIG_PATH`` / ``~/.modal.toml``).
         ``cuda``: whether this machine has CUDA (probed when ``backend`` is ``auto`` and it is not given).
         ``default_backend``: the backend when neither a flag nor the environment names one.
@@ -106,6 +112,8 @@ class StudioContext:
         cache_dir = Path(cache) if cache else Path(env.get("XDG_CACHE_HOME") or home / ".cache") / "style-studio"
         weights = parse_weights(env.get("STYLE_STUDIO_WEIGHTS", ""), "STYLE_STUDIO_WEIGHTS")
         weights.update(flags.pop("weights", None) or {})
+        score_weights = parse_score_weights(env.get("STYLE_STUDIO_SCORE_WEIGHTS", ""), "STYLE_STUDIO_SCORE_WEIGHTS")
+        score_weights.update(flags.pop("score_weights", None) or {})
         modal_ready = _modal_configured(env)
         settings: dict[str, Any] = {
             "device": env.get("STYLE_STUDIO_DEVICE") or "auto",
@@ -127,21 +135,31 @@ class StudioContext:
 
                 cuda = cuda_available()
             settings["backend"] = "modal" if modal_ready and not cuda else "local"
-        return cls(weights=weights, modal_configured=modal_ready, **settings)
+        return cls(weights=weights, score_weights=score_weights, modal_configured=modal_ready, **settings)
+
+
+SCORE_MODELS = ("csd", "lpips", "dino")  # the learned scores' models (pipelines.scores)
+
+
+def parse_score_weights(pairs: str | list[str], source: str) -> dict[str, str]:
+    """``model=location`` pairs for the learned scores (``csd``, ``lpips``, ``dino``; ``off`` turns one off)."""
+    return _parse_pairs(pairs, source, SCORE_MODELS, "MODEL=PATH_OR_REPO with MODEL")
 
 
 def parse_weights(pairs: str | list[str], source: str) -> dict[str, str]:
     """``method=location`` pairs (a list, or one string separated by commas) → a dict; unknown names fail."""
     from pipelines.core.method import method_names
 
+    return _parse_pairs(pairs, source, method_names(), "METHOD=PATH_OR_REPO with METHOD")
+
+
+def _parse_pairs(pairs: str | list[str], source: str, names: Any, form: str) -> dict[str, str]:
     items = [p for p in (pairs.split(",") if isinstance(pairs, str) else pairs) if p.strip()]
     weights = {}
     for pair in items:
         name, sep, location = pair.strip().partition("=")
-        if not sep or name not in method_names() or not location.strip():
-            raise InvalidRequestError(
-                f"{source} takes METHOD=PATH_OR_REPO with METHOD one of {', '.join(method_names())}; got {pair!r}."
-            )
+        if not sep or name not in names or not location.strip():
+            raise InvalidRequestError(f"{source} takes {form} one of {', '.join(names)}; got {pair!r}.")
         weights[name] = location.strip()
     return weights
 

@@ -367,7 +367,8 @@ _defaults_lock = threading.Lock()
 
 
 def default_scorers(context: StudioContext | None = None, names: Iterable[str] | None = None) -> Scorers:
-    """The process's ``Scorers`` for ``context`` (its device and cache folder), from the default locations;
+    """The process's ``Scorers`` for ``context`` (its device, cache folder and ``score_weights`` over the default
+    locations);
     each model is tried once (``forget_default_scorers`` tries again)."""
     from pipelines.core.device import resolve_device
 
@@ -376,12 +377,12 @@ def default_scorers(context: StudioContext | None = None, names: Iterable[str] |
         device = resolve_device(context.device)
     except Exception:  # the context names a device that is not here: score on the CPU
         device = "cpu"
-    key = (device, str(context.cache_dir))
+    key = (device, str(context.cache_dir), tuple(sorted(context.score_weights.items())))
     with _defaults_lock:
         scorers = _defaults.get(key)
         if scorers is None:
             scorers = _defaults[key] = Scorers(device)
-    scorers.add(names=names, cache_dir=context.cache_dir)
+    scorers.add(context.score_weights, names=names, cache_dir=context.cache_dir)
     return scorers
 
 
