@@ -329,8 +329,8 @@ def test_many_photos_at_once_give_a_gallery_and_a_zip(browser, running_app, styl
     page.get_by_text("Many photos at once").click()
     page.locator("#batch-start").wait_for(state="visible", timeout=30_000)  # the panel is open
     page.locator("#batch-files input[type=file]").set_input_files([str(p) for p in [*photos, broken]])
-    page.wait_for_function(  # all four uploaded
-        "() => document.querySelector('#batch-files').innerText.includes('broken.png')", timeout=90_000
+    page.wait_for_function(  # all four uploaded (the list shows a name's stem and extension apart)
+        "() => document.querySelector('#batch-files').innerText.includes('broken')", timeout=90_000
     )
     page.locator("#batch-start").click()
     page.wait_for_function(
@@ -358,7 +358,11 @@ def test_compare_methods_and_strengths_then_open_a_cell(browser, running_app, co
     )
     page.locator("#compare-content-image input[type=file]").set_input_files(str(content_path))
     page.locator("#compare-styles input[type=file]").set_input_files([str(style_path)])
-    page.locator("#compare-styles").get_by_text(style_path.name).wait_for(timeout=30_000)
+    page.wait_for_function(
+        "stem => document.querySelector('#compare-styles').innerText.includes(stem)",
+        arg=style_path.stem,
+        timeout=60_000,
+    )
     page.locator("#compare-methods").get_by_text("InST", exact=False).first.click()  # no learned style: fails
     page.locator("#compare-start").click()
     page.wait_for_function(
