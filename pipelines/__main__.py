@@ -9,6 +9,7 @@ Bad input exits with status 2 and one line saying what was wrong; an internal fa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -33,20 +34,33 @@ class _OneLineParser(argparse.ArgumentParser):
 # ---- flags -------------------------------------------------------------------------------------------------
 
 
-def add_request_arguments(parser: argparse.ArgumentParser, *, without: tuple[str, ...] = ()) -> None:
+def add_request_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    without: tuple[str, ...] = (),
+    defaults: dict[str, tuple[Any, str]] | None = None,
+) -> None:
     """One flag per declared request parameter (adding a parameter to ``StyleRequest`` adds its flag here);
-    ``without``: parameters the command takes another way (``stylize-batch`` takes its contents as arguments)."""
+    ``without``: parameters the command takes another way (``stylize-batch`` takes its contents as arguments);
+    ``defaults``: parameter → (default, what it means) where the command differs from a picture's."""
     for param in pipelines.REQUEST_PARAMETERS:
         if param.name in without:
             continue
         flags = (param.flag, *param.aliases)
         default_text = "" if param.default is None else f" (default {param.default})"
+        if defaults and param.name in defaults:
+            default, meaning = defaults[param.name]
+            parser.set_defaults(**{param.name: default})
+            param = dataclasses.replace(param, default=default, help=param.help.split(";")[0].split(" (")[0])
+            default_text = f" (default {meaning})"
         if param.kind == "image":
             parser.add_argument(
                 *flags, dest=param.name, default=None, metavar="IMG", required=not param.optional, help=param.help
             )
         elif param.kind == "method":
-            parser.add_argument(*flags, dest=param.name, choices=pipelines.method_names(), help=param.help)
+            parser.add_argument(
+                *flags, dest=param.name, choices=pipelines.method_names(), help=param.help + default_text
+            )
         elif param.kind == "bool":
             parser.add_argument(*flags, dest=param.name, action="store_true", help=param.help)
         elif param.kind == "options":
@@ -178,12 +192,15 @@ def _add_video_command(commands: Any) -> None:
         help=f"stylize a video ({pipelines.READABLE_VIDEOS}) with one style, steady from frame to frame",
     )
     video.add_argument("source", metavar="VIDEO", help="the video to restyle")
-    add_request_arguments(video, without=("content",))
+    add_request_arguments(  # fast frames by default, at the video's own size
+        video,
+        without=("content",),
+        defaults={"method": ("fast", "fast"), "max_side": (None, "the video's own size")},
+    )
     for param in pipelines.VIDEO_PARAMETERS:
         video.add_argument(
             param.flag, type=float, default=param.default, help=f"{param.help} (default {param.default})"
         )
-    video.set_defaults(method="fast", max_side=None)  # fast frames by default, at the video's own size
     video.add_argument(
         "-o",
         "--output",

@@ -79,7 +79,8 @@ class StyleRequest:
         None,
         kind="method",
         label="Method",
-        help="style method by name (fast, artfusion, inst); when not given, the best one this machine can run",
+        help="style method by name: fast, artfusion, styleid, instantstyle or inst; when not given, the best one "
+        "this machine can run",
         optional=True,
     )
     strength: float = parameter(
