@@ -404,13 +404,11 @@ def _render_compare_tab(context: StudioContext) -> CompareTab:
             with gr.Row():
                 start = gr.Button("Compare", variant="primary", elem_id="compare-start", scale=3)
                 cancel = gr.Button("Cancel", elem_id="compare-cancel", scale=1)
-            with gr.Accordion("What the scores mean", open=False):
-                gr.Markdown(pipelines.describe_scores())
         with gr.Column(scale=6, min_width=320):
             status = gr.Markdown(
                 "Each cell shows its scores and time; click one to open it in Stylize.", elem_id="compare-status"
             )
-            grid = gr.Image(label="Grid", type="filepath", interactive=False, elem_id="compare-grid")
+            grid = gr.Image(label="Grid", show_label=False, type="filepath", interactive=False, elem_id="compare-grid")
             cells = _thumbnails("compare-cells", "Cells (click to open in Stylize)", height=220)
             table = gr.Dataframe(
                 label="Scores (↑ higher is better, ↓ lower is better; scores that could not be computed are left out)",
@@ -420,6 +418,8 @@ def _render_compare_tab(context: StudioContext) -> CompareTab:
             with gr.Row():
                 grid_download = gr.DownloadButton("Download grid (PNG)", interactive=False, elem_id="compare-grid-png")
                 zip_download = gr.DownloadButton("Download all (ZIP)", interactive=False, elem_id="compare-zip")
+    with gr.Accordion("What the scores mean", open=False):
+        gr.Markdown(pipelines.describe_scores())
     return CompareTab(
         content,
         styles,
@@ -448,7 +448,9 @@ def _render_batch_panel() -> BatchPanel:
         )
         start = gr.Button("Stylize all", elem_id="batch-start")
         status = gr.Markdown("", elem_id="batch-status")
-        gallery = _thumbnails("batch-gallery", "Results", height=220)
+        gallery = gr.Gallery(
+            label="Results (click one to see it large)", columns=6, height=260, elem_id="batch-gallery"
+        )
         download = gr.DownloadButton("Download all (ZIP)", interactive=False, elem_id="batch-download")
     return BatchPanel(files, start, status, gallery, download)
 
@@ -460,7 +462,9 @@ def _render_video_tab(context: StudioContext) -> VideoTab:
     with gr.Row(equal_height=False):
         with gr.Column(scale=5, min_width=320):
             with gr.Row():
-                video = gr.Video(label="Video (MP4, MOV, MKV, WebM or GIF)", sources=["upload"], elem_id="video-in")
+                video = gr.Video(  # the browser's picker takes videos only; GIFs go through the command line
+                    label="Video (MP4, MOV, MKV or WebM)", sources=["upload"], elem_id="video-in"
+                )
                 style = _request_control(pipelines.get_request_parameter("style"), method, context, "video-")
             request = {p.name: _request_control(p, method, context, "video-") for p in shown if not p.advanced}
             settings = {p.name: _request_control(p, method, context, "video-") for p in pipelines.VIDEO_PARAMETERS}
@@ -871,9 +875,9 @@ class CompareHandlers:
             return {tab.status: _failure(exc, "Could not compare")}
         finally:
             self.cancels.done(request)
-        return self.show(comparison, values[tab.content])
+        return self.show(comparison, values[tab.content], {Path(path).name: path for path in styles})
 
-    def show(self, comparison: Any, content_path: str) -> dict:
+    def show(self, comparison: Any, content_path: str, style_paths: dict[str, str]) -> dict:
         tab = self.tab
         folder = RESULTS_DIR / f"compare-{uuid.uuid4().hex[:12]}"
         comparison.save(folder)
@@ -885,6 +889,8 @@ class CompareHandlers:
                 png = folder / cell.png
                 entries.append(
                     {
+                        "content": content_path,
+                        "style": style_paths.get(cell.style),
                         "png": str(png),
                         "before": str(before),
                         "caption": cell.result.metadata.summary(),
@@ -911,7 +917,9 @@ class CompareHandlers:
 
     def open_cell(self, entries: list[dict], evt: gr.SelectData) -> dict:
         """A clicked cell in the Stylize tab's main view, with its parameters in the controls."""
-        return {**self.stylizing.show(entries[evt.index]), self.tabs: gr.Tabs(selected="stylize")}
+        entry, request = entries[evt.index], self.stylizing.tab.request
+        pictures = {request["content"]: entry["content"], request["style"]: entry["style"] or gr.skip()}
+        return {**self.stylizing.show(entry), **pictures, self.tabs: gr.Tabs(selected="stylize")}
 
 
 def _cell_caption(cell: Any) -> str:
@@ -954,7 +962,7 @@ def _wire_compare(tab: CompareTab, handlers: CompareHandlers) -> None:
     tab.cancel.click(handlers.cancels.cancel, None, tab.status, api_visibility="private", queue=False)
     tab.content.upload(StylizeHandlers.check_upload("content"), tab.content, [tab.status, tab.content], **UPLOAD_CHECK)
     shown = [stylize.comparison, stylize.download, stylize.status, stylize.parameters, stylize.random_seed]
-    shown += [stylize.request[name] for name in ("method", "strength", "max_side", "steps", "seed")]
+    shown += [stylize.request[name] for name in ("content", "style", "method", "strength", "max_side", "steps", "seed")]
     tab.cells.select(handlers.open_cell, tab.entries, [*shown, handlers.tabs], api_visibility="private")
 
 
@@ -1035,7 +1043,7 @@ class VideoHandlers:
         job = {name: values[control] for name, control in {**tab.request, **tab.video_settings}.items()}
         method = pipelines.get_method(job["method"])
         if not values[tab.video]:
-            raise pipelines.InvalidRequestError(f"Add a video first: upload {pipelines.READABLE_VIDEOS}.")
+            raise pipelines.InvalidRequestError("Add a video first: upload an MP4, MOV, MKV or WebM file.")
         if values[tab.style] is None and method.uses_style_image:
             raise pipelines.InvalidRequestError("Add a style image first: upload or paste a painting.")
         if not method.uses_seed or values[tab.random_seed]:

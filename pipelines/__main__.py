@@ -331,7 +331,8 @@ def _stylize_video(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
         progress.close()
-    made = f"{result.frames_done} frames, {result.size[0]}×{result.size[1]}, {result.frames_per_second:.1f} frames/s"
+    pace = f"made at {result.frames_per_second:.1f} frames/s"
+    made = f"{result.frames_done} frames, {result.size[0]}×{result.size[1]}, {pace}"
     if result.cancelled:
         kept = f"kept {result.path}" if result.path else "nothing was made"
         print(f"cancelled: {kept} ({made})", file=sys.stderr)

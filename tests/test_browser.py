@@ -286,7 +286,7 @@ def test_a_video_is_stylized_cancelled_and_stylized_again(browser, running_app, 
     page.goto(running_app)
     page.get_by_role("tab", name="Video").click()
     page.locator("#video-start").click()  # nothing uploaded yet: it says what to add, and the page stays usable
-    wait_video_status(page, "Add a video first")
+    wait_video_status(page, "Add a video first: upload an MP4, MOV, MKV or WebM file")
     page.locator("#video-in input[type=file]").set_input_files(str(not_a_video))
     wait_video_status(page, "is not a video this studio can read")  # said at once, and the file taken out
     page.locator("#video-style-image input[type=file]").set_input_files(str(style_path))
@@ -377,5 +377,10 @@ def test_compare_methods_and_strengths_then_open_a_cell(browser, running_app, co
     page.locator("#compare-cells img").nth(2).click()  # strength 1.0 opens in the Stylize tab
     page.wait_for_function("() => document.querySelector('#status').innerText.includes('strength 1.00')")
     assert page.locator("#strength input[type=number]").input_value() == "1"
+    page.locator("#content-image img").first.wait_for(timeout=30_000)  # its pictures came along: Generate works
+    page.locator("#style-image img").first.wait_for(timeout=30_000)
+    page.locator("#generate").click()
+    page.locator("#history img").first.wait_for(timeout=60_000)  # a new picture made from the cell's settings
+    wait_status(page, "fast · strength 1.00")
     assert no_error_badges(page)
     page.close()
