@@ -880,9 +880,10 @@ class CompareHandlers:
     def show(self, comparison: Any, content_path: str, style_paths: dict[str, str]) -> dict:
         tab = self.tab
         folder = RESULTS_DIR / f"compare-{uuid.uuid4().hex[:12]}"
-        comparison.save(folder)
-        archive = comparison.save_zip(folder.with_suffix(".zip"))
-        before = _jpeg_copy(content_path, folder / "before.jpg")
+        comparison.save(folder)  # each picture encoded and the grid drawn once: the ZIP packs these files
+        archive = shutil.make_archive(str(folder), "zip", folder)
+        before = folder / "before.jpg"  # the slider's before-picture, display only (not in the ZIP)
+        comparison.content.save(before, quality=92)
         entries, gallery = [], []
         for cell in comparison.cells:
             if cell.ok:
@@ -938,14 +939,6 @@ def _score_table(comparison: Any) -> Any:
         row |= {f"{name} {arrows[pipelines.SCORES[name].better]}": cell.scores.get(name) for name in measured}
         rows.append(row | {"made": "yes" if cell.ok else "no"})
     return pd.DataFrame(rows).round(3)
-
-
-def _jpeg_copy(source: str, target: Path) -> Path:
-    """The content as the slider's before-picture (the cells are the after-pictures)."""
-    image = pipelines.load_image(source, role="content")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    image.save(target, quality=90)
-    return target
 
 
 def _wire_compare(tab: CompareTab, handlers: CompareHandlers) -> None:
